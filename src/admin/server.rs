@@ -1,0 +1,221 @@
+//! The admin REST endpoint: Pulsar's `/admin/v2` paths over the local log.
+//!
+//! Binds to loopback by default. Handlers only translate between HTTP and [`LocalLog`]; errors
+//! become Pulsar's status codes with an `{"reason": ...}` body, and each refusal is logged.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tracing::info;
+
+use super::model::{ErrorBody, InternalStats, SealedInfo};
+use crate::log::{LocalLog, LogError};
+use crate::name::{NameError, NameKind, NamespaceName, TopicName, validate};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Name(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Log(e) => match e {
+                LogError::NotFound(_) | LogError::Removed(_) => StatusCode::NOT_FOUND,
+                LogError::AlreadyExists(_) | LogError::NotEmpty(_) | LogError::NothingToSeal(_) => {
+                    StatusCode::CONFLICT
+                }
+                LogError::Name(_) | LogError::NotAtEnd { .. } => StatusCode::PRECONDITION_FAILED,
+                LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Locked { .. } => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let reason = self.to_string();
+        info!(status = status.as_u16(), "admin request refused: {reason}");
+        (status, Json(ErrorBody { reason })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// The routes, over a shared log.
+pub fn router(log: Arc<LocalLog>) -> Router {
+    Router::new()
+        .route("/admin/v2/tenants", get(list_tenants))
+        .route(
+            "/admin/v2/tenants/{tenant}",
+            put(create_tenant).delete(delete_tenant),
+        )
+        .route("/admin/v2/namespaces/{tenant}", get(list_namespaces))
+        .route(
+            "/admin/v2/namespaces/{tenant}/{namespace}",
+            put(create_namespace).delete(delete_namespace),
+        )
+        .route(
+            "/admin/v2/persistent/{tenant}/{namespace}",
+            get(list_topics),
+        )
+        .route(
+            "/admin/v2/persistent/{tenant}/{namespace}/{topic}",
+            put(create_topic).delete(delete_topic),
+        )
+        .route(
+            "/admin/v2/persistent/{tenant}/{namespace}/{topic}/internalStats",
+            get(internal_stats),
+        )
+        .route(
+            "/admin/v2/persistent/{tenant}/{namespace}/{topic}/seal",
+            post(seal),
+        )
+        .with_state(log)
+}
+
+/// Binds the listener; the caller learns the real address (port 0 picks a free one).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    log: Arc<LocalLog>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(log))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn list_tenants(State(log): State<Arc<LocalLog>>) -> ApiResult<Vec<String>> {
+    Ok(Json(log.tenants()))
+}
+
+async fn create_tenant(
+    State(log): State<Arc<LocalLog>>,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    validate(NameKind::Tenant, &tenant)?;
+    blocking(move || log.create_tenant(&tenant)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_tenant(
+    State(log): State<Arc<LocalLog>>,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    blocking(move || log.remove_tenant(&tenant)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_namespaces(
+    State(log): State<Arc<LocalLog>>,
+    Path(tenant): Path<String>,
+) -> ApiResult<Vec<String>> {
+    let names = log.namespaces(&tenant)?;
+    Ok(Json(
+        names
+            .into_iter()
+            .map(|ns| format!("{tenant}/{ns}"))
+            .collect(),
+    ))
+}
+
+async fn create_namespace(
+    State(log): State<Arc<LocalLog>>,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let ns = NamespaceName::new(&tenant, &namespace)?;
+    blocking(move || log.create_namespace(&ns)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_namespace(
+    State(log): State<Arc<LocalLog>>,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let ns = NamespaceName::new(&tenant, &namespace)?;
+    blocking(move || log.remove_namespace(&ns)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_topics(
+    State(log): State<Arc<LocalLog>>,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> ApiResult<Vec<String>> {
+    let ns = NamespaceName::new(&tenant, &namespace)?;
+    let topics = log.topics(&ns)?;
+    Ok(Json(
+        topics
+            .into_iter()
+            .map(|t| format!("persistent://{ns}/{t}"))
+            .collect(),
+    ))
+}
+
+async fn create_topic(
+    State(log): State<Arc<LocalLog>>,
+    Path((tenant, namespace, topic)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let name = TopicName::new(&tenant, &namespace, &topic)?;
+    blocking(move || log.create_topic(&name).map(drop)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_topic(
+    State(log): State<Arc<LocalLog>>,
+    Path((tenant, namespace, topic)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let name = TopicName::new(&tenant, &namespace, &topic)?;
+    blocking(move || log.remove_topic(&name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn internal_stats(
+    State(log): State<Arc<LocalLog>>,
+    Path((tenant, namespace, topic)): Path<(String, String, String)>,
+) -> ApiResult<InternalStats> {
+    let name = TopicName::new(&tenant, &namespace, &topic)?;
+    let snapshot = log.topic(&name)?.snapshot();
+    Ok(Json(InternalStats::from(&snapshot)))
+}
+
+async fn seal(
+    State(log): State<Arc<LocalLog>>,
+    Path((tenant, namespace, topic)): Path<(String, String, String)>,
+) -> ApiResult<SealedInfo> {
+    let name = TopicName::new(&tenant, &namespace, &topic)?;
+    let topic = log.topic(&name)?;
+    let sealed = blocking(move || topic.seal_now(SystemTime::now())).await?;
+    Ok(Json(SealedInfo::from(&sealed)))
+}
+
+/// Runs file-system work (fsync, directory changes) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, LogError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)
+}

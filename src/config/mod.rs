@@ -1,0 +1,247 @@
+//! The validated configuration of a mount.
+//!
+//! Owns the translation from a `broker.conf`-style properties file (Pulsar's key names and
+//! defaults) into one [`Config`] value that the rest of tierfs reads. No other module reads
+//! configuration files or the environment. Bad values fail here, before anything is mounted,
+//! with the key, the line and what was expected.
+
+mod properties;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use properties::{Properties, Property};
+
+use crate::log::RolloverPolicy;
+
+pub const KEY_MAX_ENTRIES: &str = "managedLedgerMaxEntriesPerLedger";
+pub const KEY_MIN_ROLLOVER_MINUTES: &str = "managedLedgerMinLedgerRolloverTimeMinutes";
+pub const KEY_MAX_ROLLOVER_MINUTES: &str = "managedLedgerMaxLedgerRolloverTimeMinutes";
+pub const KEY_MAX_SIZE_MB: &str = "managedLedgerMaxSizePerLedgerMbytes";
+
+/// The data directory when none is given: `/var/lib/tierfs` for root, else
+/// `$HOME/.local/share/tierfs`.
+pub fn default_data_dir() -> PathBuf {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/tierfs");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/tierfs"),
+        None => PathBuf::from("/var/lib/tierfs"),
+    }
+}
+
+/// Every key tierfs reads; anything else in the file is reported once and ignored.
+const KNOWN_KEYS: &[&str] = &[
+    KEY_MAX_ENTRIES,
+    KEY_MIN_ROLLOVER_MINUTES,
+    KEY_MAX_ROLLOVER_MINUTES,
+    KEY_MAX_SIZE_MB,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: invalid value {value:?} for {key}: {expected}")]
+    Invalid {
+        file: String,
+        line: usize,
+        key: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+/// Everything a mount is configured with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    pub rollover: RolloverPolicy,
+}
+
+/// What loading found worth telling the operator, beside errors.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConfigNotes {
+    pub unknown_keys: Vec<String>,
+    pub duplicate_keys: Vec<(String, usize)>,
+}
+
+impl Config {
+    /// Reads and validates a properties file.
+    pub fn load(path: &Path) -> Result<(Self, ConfigNotes), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_properties(&Properties::parse(&text), &path.display().to_string())
+    }
+
+    /// Validates parsed properties; `origin` names the file in error messages.
+    pub fn from_properties(
+        props: &Properties,
+        origin: &str,
+    ) -> Result<(Self, ConfigNotes), ConfigError> {
+        let reader = Reader { props, origin };
+        let defaults = RolloverPolicy::default();
+        let rollover = RolloverPolicy {
+            max_entries: reader
+                .positive_integer(KEY_MAX_ENTRIES)?
+                .unwrap_or(defaults.max_entries),
+            min_age: reader
+                .minutes(KEY_MIN_ROLLOVER_MINUTES)?
+                .unwrap_or(defaults.min_age),
+            max_age: reader
+                .minutes(KEY_MAX_ROLLOVER_MINUTES)?
+                .unwrap_or(defaults.max_age),
+            max_size_bytes: reader
+                .megabytes(KEY_MAX_SIZE_MB)?
+                .unwrap_or(defaults.max_size_bytes),
+        };
+        let notes = ConfigNotes {
+            unknown_keys: props
+                .keys()
+                .filter(|k| !KNOWN_KEYS.contains(k))
+                .map(str::to_string)
+                .collect(),
+            duplicate_keys: props.duplicates().to_vec(),
+        };
+        Ok((Config { rollover }, notes))
+    }
+}
+
+/// Typed access to properties; an empty value means "not set", as in Pulsar.
+struct Reader<'a> {
+    props: &'a Properties,
+    origin: &'a str,
+}
+
+impl Reader<'_> {
+    fn raw(&self, key: &'static str) -> Option<&Property> {
+        self.props.get(key).filter(|p| !p.value.is_empty())
+    }
+
+    fn invalid(&self, key: &'static str, prop: &Property, expected: &'static str) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.origin.to_string(),
+            line: prop.line,
+            key,
+            value: prop.value.clone(),
+            expected,
+        }
+    }
+
+    fn positive_integer(&self, key: &'static str) -> Result<Option<u64>, ConfigError> {
+        let Some(prop) = self.raw(key) else {
+            return Ok(None);
+        };
+        match prop.value.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(self.invalid(key, prop, "expected a whole number greater than 0")),
+        }
+    }
+
+    fn non_negative_number(
+        &self,
+        key: &'static str,
+        expected: &'static str,
+    ) -> Result<Option<(f64, &Property)>, ConfigError> {
+        let Some(prop) = self.raw(key) else {
+            return Ok(None);
+        };
+        match prop.value.parse::<f64>() {
+            Ok(n) if n.is_finite() && n >= 0.0 => Ok(Some((n, prop))),
+            _ => Err(self.invalid(key, prop, expected)),
+        }
+    }
+
+    /// Minutes; fractions are a tierfs extension (Pulsar takes whole minutes).
+    fn minutes(&self, key: &'static str) -> Result<Option<Duration>, ConfigError> {
+        const EXPECTED: &str = "expected a number of minutes, 0 or more";
+        Ok(self
+            .non_negative_number(key, EXPECTED)?
+            .map(|(n, _)| Duration::from_secs_f64(n * 60.0)))
+    }
+
+    /// Megabytes (MiB, as Pulsar counts them); fractions are a tierfs extension.
+    fn megabytes(&self, key: &'static str) -> Result<Option<u64>, ConfigError> {
+        const EXPECTED: &str = "expected a number of megabytes greater than 0";
+        match self.non_negative_number(key, EXPECTED)? {
+            None => Ok(None),
+            Some((n, prop)) => {
+                let bytes = (n * 1024.0 * 1024.0).floor();
+                if bytes < 1.0 || bytes > u64::MAX as f64 {
+                    Err(self.invalid(key, prop, EXPECTED))
+                } else {
+                    Ok(Some(bytes as u64))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<(Config, ConfigNotes), ConfigError> {
+        Config::from_properties(&Properties::parse(text), "broker.conf")
+    }
+
+    #[test]
+    fn empty_file_gives_pulsar_defaults() {
+        let (config, notes) = load("").unwrap();
+        assert_eq!(config.rollover, RolloverPolicy::default());
+        assert_eq!(notes, ConfigNotes::default());
+    }
+
+    #[test]
+    fn reads_rollover_keys() {
+        let (config, _) = load(
+            "managedLedgerMaxEntriesPerLedger=10\n\
+             managedLedgerMinLedgerRolloverTimeMinutes=0\n\
+             managedLedgerMaxLedgerRolloverTimeMinutes=0.5\n\
+             managedLedgerMaxSizePerLedgerMbytes=0.5\n",
+        )
+        .unwrap();
+        assert_eq!(config.rollover.max_entries, 10);
+        assert_eq!(config.rollover.min_age, Duration::ZERO);
+        assert_eq!(config.rollover.max_age, Duration::from_secs(30));
+        assert_eq!(config.rollover.max_size_bytes, 512 * 1024);
+    }
+
+    #[test]
+    fn empty_value_means_default() {
+        let (config, _) = load("managedLedgerMaxEntriesPerLedger=\n").unwrap();
+        assert_eq!(config.rollover.max_entries, 5000);
+    }
+
+    #[test]
+    fn bad_values_name_key_line_and_expectation() {
+        let err = load("# x\nmanagedLedgerMaxEntriesPerLedger=many\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "broker.conf:2: invalid value \"many\" for managedLedgerMaxEntriesPerLedger: \
+             expected a whole number greater than 0"
+        );
+        assert!(load("managedLedgerMaxEntriesPerLedger=0").is_err());
+        assert!(load("managedLedgerMinLedgerRolloverTimeMinutes=-1").is_err());
+        assert!(load("managedLedgerMaxLedgerRolloverTimeMinutes=NaN").is_err());
+        assert!(load("managedLedgerMaxSizePerLedgerMbytes=0").is_err());
+    }
+
+    #[test]
+    fn unknown_and_duplicate_keys_are_noted() {
+        let (_, notes) =
+            load("brokerServicePort=6650\nmanagedLedgerMaxEntriesPerLedger=1\nmanagedLedgerMaxEntriesPerLedger=2\n")
+                .unwrap();
+        assert_eq!(notes.unknown_keys, vec!["brokerServicePort".to_string()]);
+        assert_eq!(
+            notes.duplicate_keys,
+            vec![("managedLedgerMaxEntriesPerLedger".to_string(), 3)]
+        );
+    }
+}

@@ -1,0 +1,595 @@
+//! The filesystem's behaviour, independent of the kernel interface.
+//!
+//! [`TierFs`] answers every file operation with plain values or an [`FsError`]; the FUSE
+//! adapter (`crate::fuse`) only translates. The tree it presents:
+//!
+//! ```text
+//! /<tenant>/<namespace>/<topic>/<20-digit id>.seg   sealed segments, 0444, immutable
+//! /<tenant>/<namespace>/<topic>/active              the active segment, 0644, append-only
+//! ```
+//!
+//! `docs/SEMANTICS.md` lists what each operation does, errno by errno.
+
+mod attr;
+mod error;
+mod handle;
+mod inode;
+mod xattr;
+
+use std::ffi::OsStr;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use attr::{Attr, Kind};
+pub use error::FsError;
+pub use handle::DirEntry;
+pub use inode::{Node, ROOT_INO};
+
+use attr::Owner;
+use handle::{Handle, HandleTable};
+use inode::InodeTable;
+
+use crate::log::{AppendAt, LocalLog, Topic, TopicSnapshot, parse_data_file_name};
+use crate::name::{NamespaceName, TopicName};
+
+pub const ACTIVE_NAME: &str = "active";
+
+/// How an opened file is to be cached by the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    /// Every read and write goes to tierfs (the file changes under the kernel).
+    pub direct_io: bool,
+    /// Pages cached by earlier opens stay valid (the file never changes).
+    pub keep_cache: bool,
+}
+
+/// The attribute changes a `setattr` asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub size: Option<u64>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// atime, mtime or ctime: accepted and ignored, the log's own times stand.
+    pub times: bool,
+}
+
+/// Space figures for `statfs`, those of the data directory's filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+#[derive(Debug)]
+pub struct TierFs {
+    log: Arc<LocalLog>,
+    inodes: InodeTable,
+    handles: HandleTable,
+    owner: Owner,
+}
+
+impl TierFs {
+    pub fn new(log: Arc<LocalLog>) -> Self {
+        Self {
+            log,
+            inodes: InodeTable::default(),
+            handles: HandleTable::default(),
+            owner: Owner::current(),
+        }
+    }
+
+    fn node(&self, ino: u64) -> Result<Node, FsError> {
+        self.inodes
+            .node(ino)
+            .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))
+    }
+
+    fn topic(&self, name: &TopicName) -> Result<Arc<Topic>, FsError> {
+        self.log
+            .topic(name)
+            .map_err(|_| FsError::NotFound(format!("/{name}")))
+    }
+
+    /// The child `name` of directory `parent`, if it exists.
+    fn child(&self, parent: &Node, name: &str) -> Result<Node, FsError> {
+        let missing = || {
+            FsError::NotFound(format!(
+                "{}/{name}",
+                parent.to_string().trim_end_matches('/')
+            ))
+        };
+        let exists =
+            |r: Result<Vec<String>, _>| r.map(|v| v.iter().any(|n| n == name)).unwrap_or(false);
+        let node = match parent {
+            Node::Root => self
+                .log
+                .tenants()
+                .iter()
+                .any(|t| t == name)
+                .then(|| Node::Tenant(name.to_string())),
+            Node::Tenant(t) => exists(self.log.namespaces(t)).then(|| {
+                Node::Namespace(NamespaceName {
+                    tenant: t.clone(),
+                    namespace: name.to_string(),
+                })
+            }),
+            Node::Namespace(ns) => exists(self.log.topics(ns)).then(|| {
+                Node::Topic(TopicName {
+                    tenant: ns.tenant.clone(),
+                    namespace: ns.namespace.clone(),
+                    topic: name.to_string(),
+                })
+            }),
+            Node::Topic(t) => {
+                if name == ACTIVE_NAME {
+                    self.topic(t)?;
+                    Some(Node::Active(t.clone()))
+                } else {
+                    parse_data_file_name(name)
+                        .filter(|id| {
+                            self.topic(t)
+                                .is_ok_and(|topic| topic.sealed_segment(*id).is_some())
+                        })
+                        .map(|id| Node::Segment(t.clone(), id))
+                }
+            }
+            Node::Segment(..) | Node::Active(_) => {
+                return Err(FsError::NotDirectory(parent.to_string()));
+            }
+        };
+        node.ok_or_else(missing)
+    }
+
+    fn attr_of(&self, node: &Node) -> Result<Attr, FsError> {
+        let ino = self.inodes.ino(node);
+        match node {
+            Node::Root => Ok(self
+                .owner
+                .directory(ino, std::fs::metadata(self.log.root_dir()).ok().as_ref())),
+            Node::Tenant(t) => {
+                if !self.log.tenants().contains(t) {
+                    return Err(FsError::NotFound(node.to_string()));
+                }
+                Ok(self
+                    .owner
+                    .directory(ino, std::fs::metadata(self.log.tenant_dir(t)).ok().as_ref()))
+            }
+            Node::Namespace(ns) => {
+                self.log
+                    .topics(ns)
+                    .map_err(|_| FsError::NotFound(node.to_string()))?;
+                Ok(self.owner.directory(
+                    ino,
+                    std::fs::metadata(self.log.namespace_dir(ns)).ok().as_ref(),
+                ))
+            }
+            Node::Topic(t) => {
+                let topic = self.topic(t)?;
+                Ok(self
+                    .owner
+                    .directory(ino, std::fs::metadata(topic.dir()).ok().as_ref()))
+            }
+            Node::Segment(t, id) => {
+                let segment = self
+                    .topic(t)?
+                    .sealed_segment(*id)
+                    .ok_or_else(|| FsError::NotFound(node.to_string()))?;
+                Ok(self.owner.sealed(ino, &segment))
+            }
+            Node::Active(t) => Ok(self.owner.active(ino, &self.topic(t)?.snapshot().active)),
+        }
+    }
+
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
+        let parent = self.node(parent)?;
+        let name = utf8(&parent, name)?;
+        let child = self.child(&parent, name)?;
+        self.attr_of(&child)
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        self.attr_of(&self.node(ino)?)
+    }
+
+    /// The entries of a directory, without `.` and `..`.
+    pub fn list(&self, ino: u64) -> Result<Vec<DirEntry>, FsError> {
+        let node = self.node(ino)?;
+        let dir_entry = |name: String, child: Node| -> Result<DirEntry, FsError> {
+            Ok(DirEntry {
+                attr: self.attr_of(&child)?,
+                name,
+            })
+        };
+        let mut entries = Vec::new();
+        match &node {
+            Node::Root => {
+                for t in self.log.tenants() {
+                    entries.push(dir_entry(t.clone(), Node::Tenant(t))?);
+                }
+            }
+            Node::Tenant(t) => {
+                let namespaces = self
+                    .log
+                    .namespaces(t)
+                    .map_err(|_| FsError::NotFound(node.to_string()))?;
+                for ns in namespaces {
+                    let child = Node::Namespace(NamespaceName {
+                        tenant: t.clone(),
+                        namespace: ns.clone(),
+                    });
+                    entries.push(dir_entry(ns, child)?);
+                }
+            }
+            Node::Namespace(ns) => {
+                let topics = self
+                    .log
+                    .topics(ns)
+                    .map_err(|_| FsError::NotFound(node.to_string()))?;
+                for topic in topics {
+                    let name = TopicName {
+                        tenant: ns.tenant.clone(),
+                        namespace: ns.namespace.clone(),
+                        topic: topic.clone(),
+                    };
+                    // A topic removed since the listing was taken is simply not shown.
+                    if let Ok(entry) = dir_entry(topic, Node::Topic(name)) {
+                        entries.push(entry);
+                    }
+                }
+            }
+            Node::Topic(t) => {
+                let snapshot: TopicSnapshot = self.topic(t)?.snapshot();
+                for segment in &snapshot.sealed {
+                    let child = Node::Segment(t.clone(), segment.id);
+                    let ino = self.inodes.ino(&child);
+                    entries.push(DirEntry {
+                        name: crate::log::data_file_name(segment.id),
+                        attr: self.owner.sealed(ino, segment),
+                    });
+                }
+                let ino = self.inodes.ino(&Node::Active(t.clone()));
+                entries.push(DirEntry {
+                    name: ACTIVE_NAME.to_string(),
+                    attr: self.owner.active(ino, &snapshot.active),
+                });
+            }
+            Node::Segment(..) | Node::Active(_) => {
+                return Err(FsError::NotDirectory(node.to_string()));
+            }
+        }
+        Ok(entries)
+    }
+
+    pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
+        let entries = self.list(ino)?;
+        Ok(self.handles.insert(Handle::Directory { entries }))
+    }
+
+    /// The entries of an open directory from position `offset` on.
+    pub fn readdir(&self, fh: u64, offset: usize) -> Result<Vec<DirEntry>, FsError> {
+        match self.handles.get(fh).as_deref() {
+            Some(Handle::Directory { entries }) => {
+                Ok(entries.iter().skip(offset).cloned().collect())
+            }
+            _ => Err(FsError::BadHandle(fh)),
+        }
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
+        let parent = self.node(parent)?;
+        let name = utf8(&parent, name)?;
+        let path = format!("{}/{name}", parent.to_string().trim_end_matches('/'));
+        let node = match &parent {
+            Node::Root => {
+                self.log.create_tenant(name).map_err(FsError::log(&path))?;
+                Node::Tenant(name.to_string())
+            }
+            Node::Tenant(t) => {
+                let ns = NamespaceName::new(t, name).map_err(|e| FsError::log(&path)(e.into()))?;
+                self.log
+                    .create_namespace(&ns)
+                    .map_err(FsError::log(&path))?;
+                Node::Namespace(ns)
+            }
+            Node::Namespace(ns) => {
+                let topic = TopicName::new(&ns.tenant, &ns.namespace, name)
+                    .map_err(|e| FsError::log(&path)(e.into()))?;
+                self.log.create_topic(&topic).map_err(FsError::log(&path))?;
+                Node::Topic(topic)
+            }
+            Node::Topic(_) => {
+                return Err(FsError::NotPermitted {
+                    path,
+                    reason: "a topic holds segments, not directories",
+                });
+            }
+            Node::Segment(..) | Node::Active(_) => {
+                return Err(FsError::NotDirectory(parent.to_string()));
+            }
+        };
+        self.attr_of(&node)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
+        let parent = self.node(parent)?;
+        let name = utf8(&parent, name)?;
+        let child = self.child(&parent, name)?;
+        let path = child.to_string();
+        match &child {
+            Node::Tenant(t) => self.log.remove_tenant(t),
+            Node::Namespace(ns) => self.log.remove_namespace(ns),
+            Node::Topic(t) => self.log.remove_topic(t),
+            Node::Root => unreachable!("the root is nobody's child"),
+            Node::Segment(..) | Node::Active(_) => return Err(FsError::NotDirectory(path)),
+        }
+        .map_err(FsError::log(path))
+    }
+
+    /// `unlink`: segments leave the mount only through tierfs's own retention, never by hand.
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
+        let parent = self.node(parent)?;
+        let name = utf8(&parent, name)?;
+        let child = self.child(&parent, name)?;
+        Err(FsError::NotPermitted {
+            path: child.to_string(),
+            reason: "segments and active cannot be deleted; a topic's log is append-only",
+        })
+    }
+
+    /// `rename`: names are the log's order and identity; nothing is renamed.
+    pub fn rename(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
+        let parent = self.node(parent)?;
+        let name = utf8(&parent, name)?;
+        let child = self.child(&parent, name)?;
+        Err(FsError::NotPermitted {
+            path: child.to_string(),
+            reason: "nothing in a tierfs mount can be renamed",
+        })
+    }
+
+    /// `create`, `mknod`, `symlink`, `link`: files appear only as segments of the log.
+    pub fn refuse_new_file(&self, parent: u64, name: &OsStr) -> FsError {
+        let parent = self.node(parent).map(|n| n.to_string()).unwrap_or_default();
+        FsError::NotPermitted {
+            path: format!(
+                "{}/{}",
+                parent.trim_end_matches('/'),
+                name.to_string_lossy()
+            ),
+            reason: "files cannot be created here; create tenants, namespaces and topics with mkdir and append to a topic's active file",
+        }
+    }
+
+    /// `fallocate`: a segment's space is whatever its entries take.
+    pub fn refuse_fallocate(&self, ino: u64) -> FsError {
+        let path = self.node(ino).map(|n| n.to_string()).unwrap_or_default();
+        FsError::NotPermitted {
+            path,
+            reason: "space is allocated by appending entries, not by fallocate",
+        }
+    }
+
+    pub fn setattr(&self, ino: u64, change: SetAttr) -> Result<Attr, FsError> {
+        let node = self.node(ino)?;
+        let path = node.to_string();
+        if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {
+            return Err(FsError::NotPermitted {
+                path,
+                reason: "modes and owners are fixed by the segment's state",
+            });
+        }
+        if let Some(size) = change.size {
+            match &node {
+                Node::Active(t) if self.topic(t)?.snapshot().active.size == size => {}
+                Node::Active(_) => {
+                    return Err(FsError::NotPermitted {
+                        path,
+                        reason: "active is append-only; truncating it (or opening it with O_TRUNC while it holds entries) is refused",
+                    });
+                }
+                Node::Segment(..) => {
+                    return Err(FsError::NotPermitted {
+                        path,
+                        reason: "sealed segments are immutable",
+                    });
+                }
+                _ => return Err(FsError::IsDirectory(path)),
+            }
+        }
+        self.attr_of(&node)
+    }
+
+    pub fn open(&self, ino: u64, flags: i32) -> Result<Opened, FsError> {
+        let node = self.node(ino)?;
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        match &node {
+            Node::Segment(t, id) => {
+                if writable {
+                    return Err(FsError::NotPermitted {
+                        path: node.to_string(),
+                        reason: "sealed segments are immutable; append to active instead",
+                    });
+                }
+                let topic = self.topic(t)?;
+                let size = topic
+                    .sealed_segment(*id)
+                    .ok_or_else(|| FsError::NotFound(node.to_string()))?
+                    .size;
+                let file = topic.open_sealed(*id).map_err(FsError::log(&node))?;
+                let fh = self.handles.insert(Handle::Sealed { file, size });
+                Ok(Opened {
+                    fh,
+                    direct_io: false,
+                    keep_cache: true,
+                })
+            }
+            Node::Active(t) => {
+                let topic = self.topic(t)?;
+                let position = topic.snapshot().active.size;
+                let fh = self.handles.insert(Handle::Active {
+                    topic,
+                    writable,
+                    append: flags & libc::O_APPEND != 0,
+                    position: std::sync::Mutex::new(position),
+                });
+                Ok(Opened {
+                    fh,
+                    direct_io: true,
+                    keep_cache: false,
+                })
+            }
+            _ => Err(FsError::IsDirectory(node.to_string())),
+        }
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let handle = self.handles.get(fh).ok_or(FsError::BadHandle(fh))?;
+        let (file, len, path) = match handle.as_ref() {
+            Handle::Sealed { file, size } => (Arc::clone(file), *size, format!("file handle {fh}")),
+            Handle::Active { topic, .. } => {
+                let (_, file, len) = topic.active_file().map_err(FsError::log(topic.name()))?;
+                (file, len, format!("/{}/active", topic.name()))
+            }
+            Handle::Directory { .. } => return Err(FsError::BadHandle(fh)),
+        };
+        if offset >= len {
+            return Ok(Vec::new());
+        }
+        let want = (len - offset).min(u64::from(size)) as usize;
+        let mut buf = vec![0u8; want];
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|source| FsError::Io { path, source })?;
+        Ok(buf)
+    }
+
+    /// One `write(2)` on `active` is one entry, appended at the tail.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        let handle = self.handles.get(fh).ok_or(FsError::BadHandle(fh))?;
+        let Handle::Active {
+            topic,
+            writable: true,
+            append,
+            position,
+        } = handle.as_ref()
+        else {
+            return Err(FsError::BadHandle(fh));
+        };
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let mut position = position.lock().unwrap_or_else(|p| p.into_inner());
+        let at = if *append || offset == *position {
+            AppendAt::Tail
+        } else {
+            AppendAt::Offset(offset)
+        };
+        topic
+            .append(data, at, SystemTime::now())
+            .map_err(FsError::log(format!("/{}/active", topic.name())))?;
+        *position = offset + data.len() as u64;
+        Ok(data.len() as u32)
+    }
+
+    /// `fsync` (and `fdatasync`): entries written through this handle's topic reach the disk.
+    pub fn fsync(&self, fh: u64) -> Result<(), FsError> {
+        match self.handles.get(fh).as_deref() {
+            Some(Handle::Active { topic, .. }) => topic
+                .sync()
+                .map_err(FsError::log(format!("/{}/active", topic.name()))),
+            Some(_) => Ok(()),
+            None => Err(FsError::BadHandle(fh)),
+        }
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+
+    fn xattrs(&self, node: &Node) -> Result<Vec<(&'static str, String)>, FsError> {
+        match node {
+            Node::Segment(t, id) => {
+                let segment = self
+                    .topic(t)?
+                    .sealed_segment(*id)
+                    .ok_or_else(|| FsError::NotFound(node.to_string()))?;
+                Ok(xattr::of_sealed(&segment))
+            }
+            Node::Active(t) => Ok(xattr::of_active(&self.topic(t)?.snapshot().active)),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, FsError> {
+        let node = self.node(ino)?;
+        let wanted = name.to_string_lossy();
+        self.xattrs(&node)?
+            .into_iter()
+            .find(|(n, _)| *n == wanted)
+            .map(|(_, v)| v.into_bytes())
+            .ok_or_else(|| FsError::NoAttribute {
+                path: node.to_string(),
+                name: wanted.into_owned(),
+            })
+    }
+
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>, FsError> {
+        let node = self.node(ino)?;
+        Ok(xattr::name_list(&self.xattrs(&node)?))
+    }
+
+    pub fn refuse_xattr_change(&self, ino: u64) -> FsError {
+        let path = self.node(ino).map(|n| n.to_string()).unwrap_or_default();
+        FsError::NotPermitted {
+            path,
+            reason: "tierfs extended attributes are read-only",
+        }
+    }
+
+    pub fn statfs(&self) -> Result<StatFs, FsError> {
+        let path = std::ffi::CString::new(self.log.root_dir().as_os_str().as_encoded_bytes())
+            .map_err(|_| FsError::NotFound("data directory".into()))?;
+        // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+        if rc != 0 {
+            return Err(FsError::Io {
+                path: self.log.root_dir().display().to_string(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(StatFs {
+            blocks: st.f_blocks,
+            bfree: st.f_bfree,
+            bavail: st.f_bavail,
+            files: st.f_files,
+            ffree: st.f_ffree,
+            bsize: st.f_bsize as u32,
+            namelen: crate::name::MAX_NAME_LEN as u32,
+            frsize: st.f_frsize as u32,
+        })
+    }
+}
+
+fn utf8<'a>(parent: &Node, name: &'a OsStr) -> Result<&'a str, FsError> {
+    name.to_str().ok_or_else(|| FsError::Invalid {
+        path: format!(
+            "{}/{}",
+            parent.to_string().trim_end_matches('/'),
+            name.to_string_lossy()
+        ),
+        reason: "names must be UTF-8 (letters, digits, - _ . = :)".to_string(),
+    })
+}

@@ -1,0 +1,10 @@
+//! tierfs: a FUSE-mounted, tiered segment log filesystem modelled on Apache Pulsar's tiered
+//! storage. See `README.md` for use and `docs/` for the contract.
+
+pub mod admin;
+pub mod config;
+pub mod fs;
+pub mod fuse;
+pub mod log;
+pub mod mount;
+pub mod name;

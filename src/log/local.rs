@@ -1,0 +1,369 @@
+//! The tree of tenants, namespaces and topics on local disk, and its recovery at start.
+//!
+//! Owns the directory layout under `<data-dir>/topics` and the in-memory map of open topics.
+//! Creating and removing tenants, namespaces and topics goes through here so that the map and
+//! the disk always agree. Lock order: the tree's lock, then a topic's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
+
+use tracing::{error, warn};
+
+use super::rollover::RolloverPolicy;
+use super::segment::RecoveryReport;
+use super::topic::{CREATING_PREFIX, Topic};
+use super::{LogError, io_error, sync_dir};
+use crate::name::{NameKind, NamespaceName, TopicName, validate};
+
+const TOPICS_DIR: &str = "topics";
+
+type Topics = BTreeMap<String, Arc<Topic>>;
+type Namespaces = BTreeMap<String, Topics>;
+type Tenants = BTreeMap<String, Namespaces>;
+
+/// What opening the data directory found and repaired.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    pub topics: usize,
+    pub repaired: Vec<(TopicName, RecoveryReport)>,
+}
+
+#[derive(Debug)]
+pub struct LocalLog {
+    root: PathBuf,
+    policy: RolloverPolicy,
+    tree: RwLock<Tenants>,
+}
+
+impl LocalLog {
+    /// Opens (creating if needed) the local tier under `data_dir` and recovers every topic.
+    /// A topic whose files are damaged beyond a torn tail fails the whole open, with the path
+    /// and the reason: tierfs never serves a log it cannot vouch for.
+    pub fn open(data_dir: &Path, policy: RolloverPolicy) -> Result<(Self, OpenReport), LogError> {
+        let root = data_dir.join(TOPICS_DIR);
+        std::fs::create_dir_all(&root).map_err(io_error(&root, "create"))?;
+        let mut report = OpenReport::default();
+        let mut tenants = Tenants::new();
+        for tenant in subdirectories(&root, NameKind::Tenant)? {
+            let tenant_dir = root.join(&tenant);
+            let mut namespaces = Namespaces::new();
+            for namespace in subdirectories(&tenant_dir, NameKind::Namespace)? {
+                let ns_dir = tenant_dir.join(&namespace);
+                let mut topics = Topics::new();
+                for topic in subdirectories(&ns_dir, NameKind::Topic)? {
+                    let name = TopicName::new(&tenant, &namespace, &topic)?;
+                    let (opened, recovery) =
+                        Topic::open(&ns_dir.join(&topic), name.clone(), policy)?;
+                    if !recovery.is_clean() {
+                        warn!(topic = %name, dropped_bytes = recovery.dropped_bytes, dropped_records = recovery.dropped_records, "repaired the torn tail of the active segment (entries whose write had not returned)");
+                        report.repaired.push((name, recovery));
+                    }
+                    topics.insert(topic, Arc::new(opened));
+                    report.topics += 1;
+                }
+                namespaces.insert(namespace, topics);
+            }
+            tenants.insert(tenant, namespaces);
+        }
+        Ok((
+            Self {
+                root,
+                policy,
+                tree: RwLock::new(tenants),
+            },
+            report,
+        ))
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Tenants> {
+        self.tree.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Tenants> {
+        self.tree.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn tenant_dir(&self, tenant: &str) -> PathBuf {
+        self.root.join(tenant)
+    }
+
+    pub fn namespace_dir(&self, ns: &NamespaceName) -> PathBuf {
+        self.root.join(&ns.tenant).join(&ns.namespace)
+    }
+
+    /// The directory that holds the tenants.
+    pub fn root_dir(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn tenants(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    pub fn namespaces(&self, tenant: &str) -> Result<Vec<String>, LogError> {
+        let tree = self.read();
+        let namespaces = tree
+            .get(tenant)
+            .ok_or_else(|| LogError::NotFound(format!("tenant {tenant}")))?;
+        Ok(namespaces.keys().cloned().collect())
+    }
+
+    pub fn topics(&self, ns: &NamespaceName) -> Result<Vec<String>, LogError> {
+        let tree = self.read();
+        let topics = namespace_of(&tree, ns)?;
+        Ok(topics.keys().cloned().collect())
+    }
+
+    pub fn topic(&self, name: &TopicName) -> Result<Arc<Topic>, LogError> {
+        let tree = self.read();
+        namespace_of(&tree, &name.namespace_name())?
+            .get(&name.topic)
+            .cloned()
+            .ok_or_else(|| LogError::NotFound(format!("topic {name}")))
+    }
+
+    pub fn all_topics(&self) -> Vec<Arc<Topic>> {
+        self.read()
+            .values()
+            .flat_map(|ns| ns.values())
+            .flat_map(|topics| topics.values())
+            .cloned()
+            .collect()
+    }
+
+    pub fn create_tenant(&self, tenant: &str) -> Result<(), LogError> {
+        validate(NameKind::Tenant, tenant)?;
+        let mut tree = self.write();
+        if tree.contains_key(tenant) {
+            return Err(LogError::AlreadyExists(format!("tenant {tenant}")));
+        }
+        create_dir_durably(&self.root, tenant)?;
+        tree.insert(tenant.to_string(), Namespaces::new());
+        Ok(())
+    }
+
+    pub fn create_namespace(&self, ns: &NamespaceName) -> Result<(), LogError> {
+        let mut tree = self.write();
+        let namespaces = tree
+            .get_mut(&ns.tenant)
+            .ok_or_else(|| LogError::NotFound(format!("tenant {}", ns.tenant)))?;
+        if namespaces.contains_key(&ns.namespace) {
+            return Err(LogError::AlreadyExists(format!("namespace {ns}")));
+        }
+        create_dir_durably(&self.tenant_dir(&ns.tenant), &ns.namespace)?;
+        namespaces.insert(ns.namespace.clone(), Topics::new());
+        Ok(())
+    }
+
+    pub fn create_topic(&self, name: &TopicName) -> Result<Arc<Topic>, LogError> {
+        let ns = name.namespace_name();
+        let ns_dir = self.namespace_dir(&ns);
+        let mut tree = self.write();
+        let topics = namespace_of_mut(&mut tree, &ns)?;
+        if topics.contains_key(&name.topic) {
+            return Err(LogError::AlreadyExists(format!("topic {name}")));
+        }
+        let topic = Arc::new(Topic::create(
+            &ns_dir,
+            name.clone(),
+            self.policy,
+            SystemTime::now(),
+        )?);
+        topics.insert(name.topic.clone(), Arc::clone(&topic));
+        Ok(topic)
+    }
+
+    pub fn remove_tenant(&self, tenant: &str) -> Result<(), LogError> {
+        let mut tree = self.write();
+        let namespaces = tree
+            .get(tenant)
+            .ok_or_else(|| LogError::NotFound(format!("tenant {tenant}")))?;
+        if !namespaces.is_empty() {
+            return Err(LogError::NotEmpty(format!("tenant {tenant}")));
+        }
+        remove_dir_durably(&self.root, tenant)?;
+        tree.remove(tenant);
+        Ok(())
+    }
+
+    pub fn remove_namespace(&self, ns: &NamespaceName) -> Result<(), LogError> {
+        let mut tree = self.write();
+        if !namespace_of(&tree, ns)?.is_empty() {
+            return Err(LogError::NotEmpty(format!("namespace {ns}")));
+        }
+        remove_dir_durably(&self.tenant_dir(&ns.tenant), &ns.namespace)?;
+        if let Some(namespaces) = tree.get_mut(&ns.tenant) {
+            namespaces.remove(&ns.namespace);
+        }
+        Ok(())
+    }
+
+    /// Removes a topic that holds no entries.
+    pub fn remove_topic(&self, name: &TopicName) -> Result<(), LogError> {
+        let ns = name.namespace_name();
+        let mut tree = self.write();
+        let topics = namespace_of_mut(&mut tree, &ns)?;
+        let topic = topics
+            .get(&name.topic)
+            .ok_or_else(|| LogError::NotFound(format!("topic {name}")))?;
+        topic.mark_removed()?;
+        let dir = topic.dir().to_path_buf();
+        std::fs::remove_dir_all(&dir).map_err(io_error(&dir, "remove"))?;
+        sync_dir(&self.namespace_dir(&ns))?;
+        topics.remove(&name.topic);
+        Ok(())
+    }
+
+    /// One pass of the rollover timer over every topic.
+    pub fn tick(&self, now: SystemTime) {
+        for topic in self.all_topics() {
+            if let Err(e) = topic.tick(now) {
+                error!(topic = %topic.name(), error = %e, "timed rollover failed; will retry");
+            }
+        }
+    }
+
+    /// Makes every topic's appended entries durable; reports the first failure.
+    pub fn sync_all(&self) -> Result<(), LogError> {
+        let mut first_error = None;
+        for topic in self.all_topics() {
+            if let Err(e) = topic.sync() {
+                error!(topic = %topic.name(), error = %e, "fsync failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn namespace_of<'a>(tree: &'a Tenants, ns: &NamespaceName) -> Result<&'a Topics, LogError> {
+    tree.get(&ns.tenant)
+        .ok_or_else(|| LogError::NotFound(format!("tenant {}", ns.tenant)))?
+        .get(&ns.namespace)
+        .ok_or_else(|| LogError::NotFound(format!("namespace {ns}")))
+}
+
+fn namespace_of_mut<'a>(
+    tree: &'a mut Tenants,
+    ns: &NamespaceName,
+) -> Result<&'a mut Topics, LogError> {
+    tree.get_mut(&ns.tenant)
+        .ok_or_else(|| LogError::NotFound(format!("tenant {}", ns.tenant)))?
+        .get_mut(&ns.namespace)
+        .ok_or_else(|| LogError::NotFound(format!("namespace {ns}")))
+}
+
+fn create_dir_durably(parent: &Path, name: &str) -> Result<(), LogError> {
+    let dir = parent.join(name);
+    std::fs::create_dir(&dir).map_err(io_error(&dir, "create"))?;
+    sync_dir(parent)
+}
+
+fn remove_dir_durably(parent: &Path, name: &str) -> Result<(), LogError> {
+    let dir = parent.join(name);
+    std::fs::remove_dir(&dir).map_err(io_error(&dir, "remove"))?;
+    sync_dir(parent)
+}
+
+/// The subdirectories of `dir` that are valid names of `kind`. Leftovers of an interrupted topic
+/// creation are removed; anything else unexpected is left alone and reported.
+fn subdirectories(dir: &Path, kind: NameKind) -> Result<Vec<String>, LogError> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir, "list"))? {
+        let entry = entry.map_err(io_error(dir, "list"))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if kind == NameKind::Topic && name.starts_with(CREATING_PREFIX) {
+            warn!(path = %path.display(), "removing a topic directory whose creation was interrupted");
+            std::fs::remove_dir_all(&path).map_err(io_error(&path, "remove"))?;
+            continue;
+        }
+        if !path.is_dir() {
+            warn!(path = %path.display(), "ignoring a file that is not part of the {kind} layout");
+            continue;
+        }
+        if let Err(e) = validate(kind, &name) {
+            warn!(path = %path.display(), reason = %e, "ignoring a directory that is not a valid {kind}");
+            continue;
+        }
+        names.push(name);
+    }
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::AppendAt;
+
+    #[test]
+    fn tree_round_trips_through_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = RolloverPolicy::default();
+        let (log, _) = LocalLog::open(dir.path(), policy).unwrap();
+        log.create_tenant("t").unwrap();
+        let ns = NamespaceName::new("t", "ns").unwrap();
+        log.create_namespace(&ns).unwrap();
+        let name = TopicName::new("t", "ns", "x").unwrap();
+        let topic = log.create_topic(&name).unwrap();
+        topic
+            .append(b"entry", AppendAt::Tail, SystemTime::now())
+            .unwrap();
+        assert!(matches!(
+            log.create_topic(&name),
+            Err(LogError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            log.remove_namespace(&ns),
+            Err(LogError::NotEmpty(_))
+        ));
+        assert!(matches!(
+            log.remove_topic(&name),
+            Err(LogError::NotEmpty(_))
+        ));
+        drop((log, topic));
+
+        let (log, report) = LocalLog::open(dir.path(), policy).unwrap();
+        assert_eq!(report.topics, 1);
+        assert_eq!(log.tenants(), vec!["t"]);
+        assert_eq!(log.topics(&ns).unwrap(), vec!["x"]);
+        assert_eq!(log.topic(&name).unwrap().snapshot().active.size, 5);
+    }
+
+    #[test]
+    fn empty_things_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = LocalLog::open(dir.path(), RolloverPolicy::default()).unwrap();
+        log.create_tenant("t").unwrap();
+        let ns = NamespaceName::new("t", "ns").unwrap();
+        log.create_namespace(&ns).unwrap();
+        let name = TopicName::new("t", "ns", "x").unwrap();
+        let topic = log.create_topic(&name).unwrap();
+        log.remove_topic(&name).unwrap();
+        assert!(matches!(
+            topic.append(b"late", AppendAt::Tail, SystemTime::now()),
+            Err(LogError::Removed(_))
+        ));
+        log.remove_namespace(&ns).unwrap();
+        log.remove_tenant("t").unwrap();
+        assert!(log.tenants().is_empty());
+        assert!(std::fs::read_dir(log.root_dir()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn interrupted_creation_is_cleaned_and_foreign_entries_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns_dir = dir.path().join("topics/t/ns");
+        std::fs::create_dir_all(ns_dir.join("#creating-x")).unwrap();
+        std::fs::create_dir_all(ns_dir.join("bad name")).unwrap();
+        let (log, report) = LocalLog::open(dir.path(), RolloverPolicy::default()).unwrap();
+        assert_eq!(report.topics, 0);
+        assert!(!ns_dir.join("#creating-x").exists());
+        assert!(ns_dir.join("bad name").exists());
+        let ns = NamespaceName::new("t", "ns").unwrap();
+        assert!(log.topics(&ns).unwrap().is_empty());
+    }
+}

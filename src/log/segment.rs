@@ -1,0 +1,352 @@
+//! Segment files on local disk and the active segment's append path.
+//!
+//! A segment `N` is two files in its topic's directory: `<N:020>.seg`, the entries' bytes
+//! verbatim and back to back (so `cat` shows exactly what was written), and `<N:020>.idx`, its
+//! entry index (see `index`). [`ActiveSegment`] appends one entry per call: the bytes first,
+//! then the index record, both with positioned writes, so a `kill -9` at any instant leaves
+//! either the whole entry or a torn tail that [`ActiveSegment::recover`] cuts off. Sealing is
+//! the manifest's business; this module only makes the files durable and read-only.
+
+use std::fs::{File, OpenOptions, Permissions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::index::{self, HEADER_LEN, IndexRecord, RECORD_LEN};
+use super::{LogError, io_error, sync_dir};
+
+/// Name of segment `id`'s data file: 20 zero-padded digits, so lexical order is log order.
+pub fn data_file_name(id: u64) -> String {
+    format!("{id:020}.seg")
+}
+
+/// Name of segment `id`'s entry index file.
+pub fn index_file_name(id: u64) -> String {
+    format!("{id:020}.idx")
+}
+
+/// Parses a data file name back to its segment id.
+pub fn parse_data_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// What recovery had to cut from a segment that was not closed cleanly.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Bytes at the end of the data file that no complete index record covered.
+    pub dropped_bytes: u64,
+    /// Index records (or record fragments) that were torn or pointed past the data.
+    pub dropped_records: u64,
+}
+
+impl RecoveryReport {
+    pub fn is_clean(&self) -> bool {
+        *self == RecoveryReport::default()
+    }
+}
+
+/// The segment being written: open files plus the counters the rollover rule needs.
+#[derive(Debug)]
+pub struct ActiveSegment {
+    id: u64,
+    data_path: PathBuf,
+    data: Arc<File>,
+    index: File,
+    size: u64,
+    entries: u64,
+    crc: u32,
+    created: SystemTime,
+    modified: SystemTime,
+}
+
+impl ActiveSegment {
+    /// Creates empty files for segment `id` (replacing leftovers of an earlier crash, which no
+    /// manifest references) and makes them durable.
+    pub fn create(dir: &Path, id: u64, now: SystemTime) -> Result<Self, LogError> {
+        let data_path = dir.join(data_file_name(id));
+        let index_path = dir.join(index_file_name(id));
+        let data = open_rw(&data_path, true)?;
+        let index = open_rw(&index_path, true)?;
+        index
+            .write_all_at(&index::header(), 0)
+            .map_err(io_error(&index_path, "write index header"))?;
+        index.sync_all().map_err(io_error(&index_path, "fsync"))?;
+        data.sync_all().map_err(io_error(&data_path, "fsync"))?;
+        sync_dir(dir)?;
+        Ok(Self {
+            id,
+            data_path,
+            data: Arc::new(data),
+            index,
+            size: 0,
+            entries: 0,
+            crc: 0,
+            created: now,
+            modified: now,
+        })
+    }
+
+    /// Opens segment `id` after a restart or crash: keeps every entry whose index record is
+    /// intact and whose bytes match it, and cuts the torn tail that follows.
+    pub fn recover(
+        dir: &Path,
+        id: u64,
+        created: SystemTime,
+    ) -> Result<(Self, RecoveryReport), LogError> {
+        let data_path = dir.join(data_file_name(id));
+        let index_path = dir.join(index_file_name(id));
+        let data = open_rw(&data_path, false)?;
+        let data_len = data.metadata().map_err(io_error(&data_path, "stat"))?.len();
+        let mut index_bytes = Vec::new();
+        let index = match open_rw(&index_path, false) {
+            Ok(mut file) => {
+                file.read_to_end(&mut index_bytes)
+                    .map_err(io_error(&index_path, "read"))?;
+                file
+            }
+            Err(_) if data_len == 0 => open_rw(&index_path, true)?,
+            Err(e) => return Err(e),
+        };
+        let mut report = RecoveryReport::default();
+        if let Err(reason) = index::check_header(&index_bytes) {
+            if data_len > 0 {
+                return Err(LogError::Corrupt {
+                    path: index_path,
+                    reason: format!(
+                        "{reason}; the active segment holds {data_len} bytes whose entry \
+                         boundaries are unknown, so tierfs will not guess. Move {} aside to \
+                         start the topic's tail afresh",
+                        data_path.display()
+                    ),
+                });
+            }
+            // A crash between creating the file and writing its header: nothing was written.
+            index
+                .set_len(0)
+                .and_then(|_| index.write_all_at(&index::header(), 0))
+                .map_err(io_error(&index_path, "rewrite index header"))?;
+            index_bytes = index::header().to_vec();
+        }
+        let body = &index_bytes[HEADER_LEN as usize..];
+        let mut records = index::decode_records(body);
+        let stored_records = body.len().div_ceil(RECORD_LEN as usize) as u64;
+        records.retain(|r| r.end <= data_len);
+        while let Some(last) = records.last() {
+            let start = records.len().checked_sub(2).map_or(0, |i| records[i].end);
+            let mut entry = vec![0u8; (last.end - start) as usize];
+            data.read_exact_at(&mut entry, start)
+                .map_err(io_error(&data_path, "read last entry"))?;
+            if crc32c::crc32c(&entry) == last.crc {
+                break;
+            }
+            records.pop();
+        }
+        let size = records.last().map_or(0, |r| r.end);
+        report.dropped_records = stored_records - records.len() as u64;
+        report.dropped_bytes = data_len - size;
+        if !report.is_clean() {
+            data.set_len(size)
+                .map_err(io_error(&data_path, "truncate torn tail"))?;
+            index
+                .set_len(HEADER_LEN + records.len() as u64 * RECORD_LEN)
+                .map_err(io_error(&index_path, "truncate torn records"))?;
+            data.sync_all().map_err(io_error(&data_path, "fsync"))?;
+            index.sync_all().map_err(io_error(&index_path, "fsync"))?;
+        }
+        let modified = data
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(created);
+        Ok((
+            Self {
+                id,
+                data_path,
+                data: Arc::new(data),
+                index,
+                size,
+                entries: records.len() as u64,
+                crc: index::segment_crc(&records),
+                created,
+                modified,
+            },
+            report,
+        ))
+    }
+
+    /// Appends one entry; returns its offset in the segment. On failure nothing of the entry
+    /// remains in either file.
+    pub fn append(&mut self, bytes: &[u8], now: SystemTime) -> Result<u64, LogError> {
+        debug_assert!(!bytes.is_empty(), "entries are never empty");
+        let offset = self.size;
+        if let Err(e) = self.data.write_all_at(bytes, offset) {
+            let _ = self.data.set_len(offset);
+            return Err(io_error(&self.data_path, "append entry")(e));
+        }
+        let record = IndexRecord {
+            end: offset + bytes.len() as u64,
+            crc: crc32c::crc32c(bytes),
+        };
+        let record_at = HEADER_LEN + self.entries * RECORD_LEN;
+        if let Err(e) = self.index.write_all_at(&record.encode(), record_at) {
+            let _ = self.index.set_len(record_at);
+            let _ = self.data.set_len(offset);
+            return Err(io_error(&self.data_path, "append index record")(e));
+        }
+        self.size = record.end;
+        self.entries += 1;
+        self.crc = crc32c::crc32c_combine(self.crc, record.crc, bytes.len());
+        self.modified = now;
+        Ok(offset)
+    }
+
+    /// Makes every appended entry durable.
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.data
+            .sync_data()
+            .map_err(io_error(&self.data_path, "fsync"))?;
+        self.index
+            .sync_data()
+            .map_err(io_error(&self.data_path, "fsync index"))
+    }
+
+    /// Makes the files durable and read-only, ready to be recorded as sealed.
+    pub fn seal(&self) -> Result<(), LogError> {
+        self.sync()?;
+        std::fs::set_permissions(&self.data_path, Permissions::from_mode(0o444))
+            .map_err(io_error(&self.data_path, "make read-only"))
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+    pub fn crc(&self) -> u32 {
+        self.crc
+    }
+    pub fn created(&self) -> SystemTime {
+        self.created
+    }
+    pub fn modified(&self) -> SystemTime {
+        self.modified
+    }
+    /// The data file, for reads that need not hold the topic's lock.
+    pub fn data_file(&self) -> Arc<File> {
+        Arc::clone(&self.data)
+    }
+}
+
+fn open_rw(path: &Path, create: bool) -> Result<File, LogError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(create)
+        .open(path)
+        .map_err(io_error(path, "open"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn now() -> SystemTime {
+        SystemTime::now()
+    }
+
+    #[test]
+    fn file_names_sort_in_log_order() {
+        assert_eq!(data_file_name(3), "00000000000000000003.seg");
+        assert_eq!(parse_data_file_name("00000000000000000003.seg"), Some(3));
+        assert_eq!(parse_data_file_name("3.seg"), None);
+        assert_eq!(parse_data_file_name("00000000000000000003.idx"), None);
+    }
+
+    #[test]
+    fn appends_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = ActiveSegment::create(dir.path(), 1, now()).unwrap();
+        assert_eq!(seg.append(b"hello ", now()).unwrap(), 0);
+        assert_eq!(seg.append(b"world", now()).unwrap(), 6);
+        let crc = seg.crc();
+        drop(seg);
+        let (seg, report) = ActiveSegment::recover(dir.path(), 1, now()).unwrap();
+        assert!(report.is_clean());
+        assert_eq!((seg.entries(), seg.size(), seg.crc()), (2, 11, crc));
+        assert_eq!(crc, crc32c::crc32c(b"hello world"));
+    }
+
+    #[test]
+    fn recovery_cuts_torn_tails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = ActiveSegment::create(dir.path(), 7, now()).unwrap();
+        seg.append(b"acknowledged", now()).unwrap();
+        drop(seg);
+        // A write that was in flight: bytes without a record, and half a record.
+        let mut data = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(data_file_name(7)))
+            .unwrap();
+        data.write_all(b"never acknowledged").unwrap();
+        let mut idx = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(index_file_name(7)))
+            .unwrap();
+        idx.write_all(&[9; 7]).unwrap();
+        let (seg, report) = ActiveSegment::recover(dir.path(), 7, now()).unwrap();
+        assert_eq!(
+            report,
+            RecoveryReport {
+                dropped_bytes: 18,
+                dropped_records: 1
+            }
+        );
+        assert_eq!((seg.entries(), seg.size()), (1, 12));
+        let on_disk = std::fs::read(dir.path().join(data_file_name(7))).unwrap();
+        assert_eq!(on_disk, b"acknowledged");
+    }
+
+    #[test]
+    fn recovery_drops_records_whose_bytes_do_not_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = ActiveSegment::create(dir.path(), 1, now()).unwrap();
+        seg.append(b"first", now()).unwrap();
+        seg.append(b"second", now()).unwrap();
+        drop(seg);
+        let data = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(data_file_name(1)))
+            .unwrap();
+        data.write_all_at(b"X", 7).unwrap(); // as if the last write never reached the disk
+        let (seg, report) = ActiveSegment::recover(dir.path(), 1, now()).unwrap();
+        assert_eq!((seg.entries(), seg.size()), (1, 5));
+        assert_eq!(report.dropped_records, 1);
+        assert_eq!(report.dropped_bytes, 6);
+    }
+
+    #[test]
+    fn missing_index_with_data_is_refused_not_guessed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = ActiveSegment::create(dir.path(), 1, now()).unwrap();
+        seg.append(b"data", now()).unwrap();
+        drop(seg);
+        std::fs::write(dir.path().join(index_file_name(1)), b"garbage").unwrap();
+        let err = ActiveSegment::recover(dir.path(), 1, now()).unwrap_err();
+        assert!(
+            err.to_string().contains("entry boundaries are unknown"),
+            "{err}"
+        );
+    }
+}

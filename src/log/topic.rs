@@ -1,0 +1,517 @@
+//! One topic's local log: its manifest, its active segment, appends and sealing.
+//!
+//! All changes to a topic happen under its one lock, so entries from concurrent writers are
+//! never interleaved and a rollover is atomic with respect to appends. Reads of sealed segments
+//! need no lock (the files are immutable); reads of the active segment take the lock only to
+//! learn its current file and length.
+
+use std::fs::File;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use lru::LruCache;
+use tracing::{error, info, warn};
+
+use super::manifest::{ActiveRef, Manifest, SealedSegment, from_millis, to_millis};
+use super::rollover::{RolloverPolicy, RolloverReason};
+use super::segment::{self, ActiveSegment, RecoveryReport};
+use super::{LogError, io_error, sync_dir};
+use crate::name::TopicName;
+
+/// How many sealed segment files one topic keeps open for readers.
+const OPEN_SEALED_FILES: usize = 16;
+/// Prefix of a topic directory under construction; `#` is not allowed in names.
+pub(super) const CREATING_PREFIX: &str = "#creating-";
+
+/// Where an append must land.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendAt {
+    /// At the tail, wherever it is (O_APPEND, or a writer continuing its own stream).
+    Tail,
+    /// At this offset of the active segment, which must be its current end.
+    Offset(u64),
+}
+
+/// Where an appended entry went, and the segment it sealed, if the append triggered a rollover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub segment: u64,
+    pub offset: u64,
+    pub end: u64,
+    pub sealed: Option<SealedSegment>,
+}
+
+/// The active segment's counters at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveInfo {
+    pub id: u64,
+    pub size: u64,
+    pub entries: u64,
+    pub crc32c: u32,
+    pub created: SystemTime,
+    pub modified: SystemTime,
+}
+
+/// A consistent picture of a topic for listings and stats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSnapshot {
+    pub sealed: Vec<SealedSegment>,
+    pub active: ActiveInfo,
+    pub created: SystemTime,
+}
+
+impl TopicSnapshot {
+    pub fn total_entries(&self) -> u64 {
+        self.sealed.iter().map(|s| s.entries).sum::<u64>() + self.active.entries
+    }
+    pub fn total_size(&self) -> u64 {
+        self.sealed.iter().map(|s| s.size).sum::<u64>() + self.active.size
+    }
+}
+
+#[derive(Debug)]
+struct TopicState {
+    manifest: Manifest,
+    active: ActiveSegment,
+    removed: bool,
+}
+
+#[derive(Debug)]
+pub struct Topic {
+    name: TopicName,
+    dir: PathBuf,
+    policy: RolloverPolicy,
+    state: Mutex<TopicState>,
+    sealed_files: Mutex<LruCache<u64, Arc<File>>>,
+}
+
+impl Topic {
+    /// Creates a new, empty topic directory `namespace_dir/<topic>` atomically: it is built
+    /// under a temporary name and renamed into place.
+    pub fn create(
+        namespace_dir: &Path,
+        name: TopicName,
+        policy: RolloverPolicy,
+        now: SystemTime,
+    ) -> Result<Self, LogError> {
+        let dir = namespace_dir.join(&name.topic);
+        let staging = namespace_dir.join(format!("{CREATING_PREFIX}{}", name.topic));
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(io_error(&staging, "remove"))?;
+        }
+        std::fs::create_dir(&staging).map_err(io_error(&staging, "create"))?;
+        let manifest = Manifest::new(name.to_string(), now);
+        let active = ActiveSegment::create(&staging, manifest.active.id, now)?;
+        drop(active);
+        manifest.save(&staging)?;
+        std::fs::rename(&staging, &dir).map_err(io_error(&dir, "create topic"))?;
+        sync_dir(namespace_dir)?;
+        let active = ActiveSegment::recover(&dir, manifest.active.id, now)?.0;
+        Ok(Self::assemble(name, dir, policy, manifest, active))
+    }
+
+    /// Opens an existing topic directory, repairing a torn active tail.
+    pub fn open(
+        dir: &Path,
+        name: TopicName,
+        policy: RolloverPolicy,
+    ) -> Result<(Self, RecoveryReport), LogError> {
+        let manifest = Manifest::load(dir)?;
+        if manifest.topic != name.to_string() {
+            return Err(LogError::Corrupt {
+                path: Manifest::path(dir),
+                reason: format!(
+                    "manifest describes topic {} but lives in the directory of {name}",
+                    manifest.topic
+                ),
+            });
+        }
+        for sealed in &manifest.sealed {
+            check_sealed_file(dir, sealed)?;
+        }
+        remove_unreferenced_segments(dir, manifest.active.id)?;
+        let (active, report) = ActiveSegment::recover(
+            dir,
+            manifest.active.id,
+            from_millis(manifest.active.created_ms),
+        )?;
+        Ok((
+            Self::assemble(name, dir.to_path_buf(), policy, manifest, active),
+            report,
+        ))
+    }
+
+    fn assemble(
+        name: TopicName,
+        dir: PathBuf,
+        policy: RolloverPolicy,
+        manifest: Manifest,
+        active: ActiveSegment,
+    ) -> Self {
+        Self {
+            name,
+            dir,
+            policy,
+            state: Mutex::new(TopicState {
+                manifest,
+                active,
+                removed: false,
+            }),
+            sealed_files: Mutex::new(LruCache::new(
+                NonZeroUsize::new(OPEN_SEALED_FILES).expect("non-zero"),
+            )),
+        }
+    }
+
+    pub fn name(&self) -> &TopicName {
+        &self.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TopicState> {
+        // A panic while holding the lock leaves the state as consistent as the files are.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn live(&self) -> Result<MutexGuard<'_, TopicState>, LogError> {
+        let state = self.lock();
+        if state.removed {
+            return Err(LogError::Removed(self.name.clone()));
+        }
+        Ok(state)
+    }
+
+    /// Appends one entry to the active segment, then seals it if the rollover rule says so.
+    /// A failed rollover does not fail the append (the entry is written); it is logged and
+    /// retried by the timer.
+    pub fn append(
+        &self,
+        bytes: &[u8],
+        at: AppendAt,
+        now: SystemTime,
+    ) -> Result<Appended, LogError> {
+        let mut state = self.live()?;
+        if let AppendAt::Offset(offset) = at
+            && offset != state.active.size()
+        {
+            return Err(LogError::NotAtEnd {
+                offset,
+                end: state.active.size(),
+            });
+        }
+        let segment = state.active.id();
+        let offset = state.active.append(bytes, now)?;
+        let end = state.active.size();
+        let sealed = match self.rollover_due(&state, now) {
+            Some(reason) => match self.seal_locked(&mut state, reason, now) {
+                Ok(sealed) => Some(sealed),
+                Err(e) => {
+                    error!(topic = %self.name, error = %e, "rollover failed; will retry");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(Appended {
+            segment,
+            offset,
+            end,
+            sealed,
+        })
+    }
+
+    /// The timer's check: seals the active segment if it is due.
+    pub fn tick(&self, now: SystemTime) -> Result<Option<SealedSegment>, LogError> {
+        let mut state = self.lock();
+        if state.removed {
+            return Ok(None);
+        }
+        match self.rollover_due(&state, now) {
+            Some(reason) => self.seal_locked(&mut state, reason, now).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Seals the active segment now, whatever the rollover rule says, unless it is empty.
+    pub fn seal_now(&self, now: SystemTime) -> Result<SealedSegment, LogError> {
+        let mut state = self.live()?;
+        if state.active.entries() == 0 {
+            return Err(LogError::NothingToSeal(self.name.clone()));
+        }
+        self.seal_locked(&mut state, RolloverReason::Admin, now)
+    }
+
+    fn rollover_due(&self, state: &TopicState, now: SystemTime) -> Option<RolloverReason> {
+        let age = now
+            .duration_since(state.active.created())
+            .unwrap_or(Duration::ZERO);
+        self.policy
+            .check(state.active.entries(), state.active.size(), age)
+    }
+
+    fn seal_locked(
+        &self,
+        state: &mut TopicState,
+        reason: RolloverReason,
+        now: SystemTime,
+    ) -> Result<SealedSegment, LogError> {
+        let old = &state.active;
+        old.seal()?;
+        let sealed = SealedSegment {
+            id: old.id(),
+            entries: old.entries(),
+            size: old.size(),
+            crc32c: old.crc(),
+            created_ms: to_millis(old.created()),
+            sealed_ms: to_millis(now),
+        };
+        let next_id = old.id() + 1;
+        let mut manifest = state.manifest.clone();
+        manifest.sealed.push(sealed.clone());
+        manifest.active = ActiveRef {
+            id: next_id,
+            created_ms: to_millis(now),
+        };
+        let committed = ActiveSegment::create(&self.dir, next_id, now)
+            .and_then(|next| manifest.save(&self.dir).map(|()| next));
+        let next = match committed {
+            Ok(next) => next,
+            Err(e) => {
+                let data = self.dir.join(segment::data_file_name(sealed.id));
+                let _ = std::fs::set_permissions(
+                    &data,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o644),
+                );
+                return Err(e);
+            }
+        };
+        state.manifest = manifest;
+        state.active = next;
+        info!(
+            topic = %self.name,
+            segment = sealed.id,
+            entries = sealed.entries,
+            bytes = sealed.size,
+            reason = %reason,
+            "sealed segment"
+        );
+        Ok(sealed)
+    }
+
+    /// Makes every entry appended so far durable.
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.lock().active.sync()
+    }
+
+    pub fn snapshot(&self) -> TopicSnapshot {
+        let state = self.lock();
+        TopicSnapshot {
+            sealed: state.manifest.sealed.clone(),
+            active: ActiveInfo {
+                id: state.active.id(),
+                size: state.active.size(),
+                entries: state.active.entries(),
+                crc32c: state.active.crc(),
+                created: state.active.created(),
+                modified: state.active.modified(),
+            },
+            created: from_millis(state.manifest.created_ms),
+        }
+    }
+
+    /// The active segment's id, data file and current length.
+    pub fn active_file(&self) -> Result<(u64, Arc<File>, u64), LogError> {
+        let state = self.live()?;
+        Ok((
+            state.active.id(),
+            state.active.data_file(),
+            state.active.size(),
+        ))
+    }
+
+    pub fn sealed_segment(&self, id: u64) -> Option<SealedSegment> {
+        let state = self.lock();
+        state
+            .manifest
+            .sealed
+            .binary_search_by_key(&id, |s| s.id)
+            .ok()
+            .map(|i| state.manifest.sealed[i].clone())
+    }
+
+    /// An open handle on a sealed segment's data file, shared between readers.
+    pub fn open_sealed(&self, id: u64) -> Result<Arc<File>, LogError> {
+        if self.sealed_segment(id).is_none() {
+            return Err(LogError::NotFound(format!(
+                "segment {} of {}",
+                segment::data_file_name(id),
+                self.name
+            )));
+        }
+        let mut files = self
+            .sealed_files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(file) = files.get(&id) {
+            return Ok(Arc::clone(file));
+        }
+        let path = self.dir.join(segment::data_file_name(id));
+        let file = Arc::new(File::open(&path).map_err(io_error(&path, "open"))?);
+        files.put(id, Arc::clone(&file));
+        Ok(file)
+    }
+
+    /// Marks the topic removed if it holds no entries; appends fail from then on.
+    pub(super) fn mark_removed(&self) -> Result<(), LogError> {
+        let mut state = self.live()?;
+        if !state.manifest.sealed.is_empty() || state.active.entries() > 0 {
+            return Err(LogError::NotEmpty(format!("topic {}", self.name)));
+        }
+        state.removed = true;
+        Ok(())
+    }
+}
+
+fn check_sealed_file(dir: &Path, sealed: &SealedSegment) -> Result<(), LogError> {
+    let path = dir.join(segment::data_file_name(sealed.id));
+    let len = std::fs::metadata(&path)
+        .map_err(|e| LogError::Corrupt {
+            path: path.clone(),
+            reason: format!(
+                "sealed segment {} ({} entries, {} bytes) is in the manifest but its file cannot be read: {e}",
+                sealed.id, sealed.entries, sealed.size
+            ),
+        })?
+        .len();
+    if len != sealed.size {
+        return Err(LogError::Corrupt {
+            path,
+            reason: format!(
+                "sealed segment {} is {len} bytes on disk but {} bytes in the manifest",
+                sealed.id, sealed.size
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Removes segment files newer than the active one: a crash between creating the next
+/// segment and recording it in the manifest leaves them, empty and unreferenced.
+fn remove_unreferenced_segments(dir: &Path, active_id: u64) -> Result<(), LogError> {
+    let entries = std::fs::read_dir(dir).map_err(io_error(dir, "list"))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let id = segment::parse_data_file_name(&name)
+            .or_else(|| segment::parse_data_file_name(&name.replace(".idx", ".seg")));
+        if let Some(id) = id
+            && id > active_id
+        {
+            warn!(file = %entry.path().display(), "removing segment file no manifest references (left by an interrupted rollover)");
+            std::fs::remove_file(entry.path()).map_err(io_error(&entry.path(), "remove"))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(max_entries: u64) -> RolloverPolicy {
+        RolloverPolicy {
+            max_entries,
+            min_age: Duration::ZERO,
+            ..RolloverPolicy::default()
+        }
+    }
+
+    fn topic(dir: &Path, max_entries: u64) -> Topic {
+        let name = TopicName::new("t", "ns", "x").unwrap();
+        Topic::create(dir, name, policy(max_entries), SystemTime::now()).unwrap()
+    }
+
+    #[test]
+    fn rolls_over_by_entries_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = topic(dir.path(), 2);
+        let now = SystemTime::now();
+        assert_eq!(t.append(b"a", AppendAt::Tail, now).unwrap().sealed, None);
+        let sealed = t
+            .append(b"bc", AppendAt::Tail, now)
+            .unwrap()
+            .sealed
+            .unwrap();
+        assert_eq!((sealed.id, sealed.entries, sealed.size), (1, 2, 3));
+        assert_eq!(sealed.crc32c, crc32c::crc32c(b"abc"));
+        t.append(b"d", AppendAt::Offset(0), now).unwrap();
+        drop(t);
+        let name = TopicName::new("t", "ns", "x").unwrap();
+        let (t, report) = Topic::open(&dir.path().join("x"), name, policy(2)).unwrap();
+        assert!(report.is_clean());
+        let snap = t.snapshot();
+        assert_eq!(snap.sealed.len(), 1);
+        assert_eq!((snap.active.id, snap.active.entries), (2, 1));
+        assert_eq!(snap.total_size(), 4);
+    }
+
+    #[test]
+    fn offset_appends_must_hit_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = topic(dir.path(), 100);
+        t.append(b"abc", AppendAt::Tail, SystemTime::now()).unwrap();
+        let err = t
+            .append(b"x", AppendAt::Offset(1), SystemTime::now())
+            .unwrap_err();
+        assert!(matches!(err, LogError::NotAtEnd { offset: 1, end: 3 }));
+    }
+
+    #[test]
+    fn seal_now_refuses_an_empty_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = topic(dir.path(), 100);
+        assert!(matches!(
+            t.seal_now(SystemTime::now()),
+            Err(LogError::NothingToSeal(_))
+        ));
+        t.append(b"x", AppendAt::Tail, SystemTime::now()).unwrap();
+        assert_eq!(t.seal_now(SystemTime::now()).unwrap().id, 1);
+        assert_eq!(t.snapshot().active.id, 2);
+    }
+
+    #[test]
+    fn unreferenced_next_segment_is_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = topic(dir.path(), 100);
+        let tdir = t.dir().to_path_buf();
+        drop(t);
+        ActiveSegment::create(&tdir, 2, SystemTime::now()).unwrap();
+        let name = TopicName::new("t", "ns", "x").unwrap();
+        Topic::open(&tdir, name, policy(100)).unwrap();
+        assert!(!tdir.join(segment::data_file_name(2)).exists());
+        assert!(!tdir.join(segment::index_file_name(2)).exists());
+    }
+
+    #[test]
+    fn missing_sealed_file_is_refused_with_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = topic(dir.path(), 1);
+        t.append(b"x", AppendAt::Tail, SystemTime::now()).unwrap();
+        let tdir = t.dir().to_path_buf();
+        drop(t);
+        std::fs::remove_file(tdir.join(segment::data_file_name(1))).unwrap();
+        let name = TopicName::new("t", "ns", "x").unwrap();
+        let err = Topic::open(&tdir, name, policy(1)).unwrap_err().to_string();
+        assert!(
+            err.contains("in the manifest but its file cannot be read"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,118 @@
+//! The `tierfs` command line: `tierfs mount …` and `tierfs admin …`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tierfs::admin::cli::{AdminArgs, run as run_admin};
+use tierfs::fuse::MountSettings;
+use tierfs::mount::{MountOptions, run as run_mount};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tierfs",
+    version,
+    about = "A tiered segment log filesystem (FUSE), modelled on Apache Pulsar's tiered storage"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mount the log at MOUNTPOINT and serve until SIGINT/SIGTERM or `fusermount3 -u`
+    Mount(MountArgs),
+    /// Administer a running mount, as pulsar-admin does a broker
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct MountArgs {
+    /// Where to mount
+    mountpoint: PathBuf,
+    /// Where the local tier (and the default offload directory) lives
+    #[arg(long, env = "TIERFS_DATA_DIR", default_value_os_t = tierfs::config::default_data_dir())]
+    data_dir: PathBuf,
+    /// A broker.conf-style properties file (Pulsar's key names)
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address of the admin REST endpoint (port 0 picks a free port; the URL is written to <data-dir>/admin.addr)
+    #[arg(long, env = "TIERFS_ADMIN_LISTEN", default_value = "127.0.0.1:0")]
+    admin_listen: SocketAddr,
+    /// Threads serving FUSE requests
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
+    /// Let users other than the one who mounted see the mount (needs user_allow_other in /etc/fuse.conf for non-root)
+    #[arg(long)]
+    allow_other: bool,
+    /// Log filter, e.g. `info` or `tierfs=debug` (RUST_LOG works too)
+    #[arg(long, env = "TIERFS_LOG", default_value = "info")]
+    log: String,
+}
+
+fn init_logging(filter: &str) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .unwrap_or_else(|| filter.to_string());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|e| {
+        eprintln!("tierfs: ignoring invalid log filter {filter:?}: {e}");
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Mount(args) => {
+            init_logging(&args.log);
+            let options = MountOptions {
+                mountpoint: args.mountpoint,
+                data_dir: args.data_dir,
+                config_file: args.config,
+                admin_listen: args.admin_listen,
+                settings: MountSettings {
+                    threads: usize::from(args.threads),
+                    allow_other: args.allow_other,
+                },
+            };
+            match run_mount(options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("tierfs: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Admin(args) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("tierfs: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run_admin(args)) {
+                Ok(output) => {
+                    print!("{output}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
