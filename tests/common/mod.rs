@@ -1,0 +1,302 @@
+//! Test harness: real `tierfs mount` processes on temporary mountpoints.
+//!
+//! Each [`TestMount`] owns a temporary directory holding the mountpoint, the data directory and
+//! the configuration file, runs the real binary, and waits until the kernel shows the mount.
+//! Dropping it stops the daemon (SIGTERM, then SIGKILL and a lazy unmount if it hangs).
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tierfs");
+
+pub struct TestMount {
+    pub root: tempfile::TempDir,
+    pub mnt: PathBuf,
+    pub data: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    starts: u32,
+}
+
+/// Rollover settings that never seal on their own.
+pub const NO_ROLLOVER: &str =
+    "managedLedgerMaxEntriesPerLedger=1000000\nmanagedLedgerMinLedgerRolloverTimeMinutes=0\n";
+
+impl TestMount {
+    /// Mounts with `config` as the properties file.
+    pub fn start(config: &str) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mnt = root.path().join("mnt");
+        let data = root.path().join("data");
+        fs::create_dir_all(&mnt).unwrap();
+        let config_path = root.path().join("broker.conf");
+        fs::write(&config_path, config).unwrap();
+        let mut mount = TestMount {
+            log: root.path().join("tierfs-0.log"),
+            root,
+            mnt,
+            data,
+            config: config_path,
+            child: None,
+            starts: 0,
+        };
+        mount.spawn();
+        mount
+    }
+
+    fn spawn(&mut self) {
+        self.log = self.root.path().join(format!("tierfs-{}.log", self.starts));
+        self.starts += 1;
+        let log = fs::File::create(&self.log).unwrap();
+        let child = Command::new(BIN)
+            .arg("mount")
+            .arg(&self.mnt)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("--config")
+            .arg(&self.config)
+            .args([
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--log",
+                "tierfs=debug,info",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tierfs");
+        self.child = Some(child);
+        self.wait_until_mounted();
+    }
+
+    fn wait_until_mounted(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if is_mounted(&self.mnt) && self.data.join("admin.addr").exists() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "tierfs exited with {status} before mounting:\n{}",
+                    self.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!("tierfs did not mount within 30 s:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the daemons of this mount logged so far.
+    pub fn log_text(&self) -> String {
+        let mut all = String::new();
+        for i in 0..self.starts.max(1) {
+            let mut text = String::new();
+            if let Ok(mut f) = fs::File::open(self.root.path().join(format!("tierfs-{i}.log"))) {
+                let _ = f.read_to_string(&mut text);
+            }
+            all.push_str(&text);
+        }
+        all
+    }
+
+    pub fn topic(&self, path: &str) -> PathBuf {
+        let dir = self.mnt.join(path);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir -p {}: {e}", dir.display()));
+        dir
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        signal(&child, libc::SIGTERM);
+        let status = wait_with_timeout(&mut child, Duration::from_secs(30));
+        match status {
+            Some(code) => Some(code),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                lazy_unmount(&self.mnt);
+                panic!(
+                    "tierfs did not stop within 30 s of SIGTERM:\n{}",
+                    self.log_text()
+                );
+            }
+        }
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and clears the dead mount.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        lazy_unmount(&self.mnt);
+    }
+
+    /// Mounts the same data directory again.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the daemon first");
+        self.spawn();
+    }
+
+    /// Runs `tierfs admin --data-dir <data> ARGS…`.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .expect("run tierfs admin")
+    }
+
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(
+            out.status.success(),
+            "tierfs admin {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGTERM);
+            if wait_with_timeout(&mut child, Duration::from_secs(20)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if is_mounted(&self.mnt) {
+            lazy_unmount(&self.mnt);
+        }
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status.code().unwrap_or(-1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let target = path.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(target.as_str()))
+}
+
+pub fn lazy_unmount(path: &Path) {
+    let _ = Command::new("fusermount3")
+        .args(["-u", "-z", "-q"])
+        .arg(path)
+        .status();
+    if is_mounted(path) {
+        let _ = Command::new("umount").arg("-l").arg(path).status();
+    }
+}
+
+/// The errno of a failed std::fs call.
+pub fn errno(result: std::io::Result<impl std::fmt::Debug>) -> i32 {
+    match result {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e
+            .raw_os_error()
+            .unwrap_or_else(|| panic!("not an OS error: {e}")),
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The names in a topic directory, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every file in a topic directory concatenated in `ls` order, as `cat dir/*` prints it.
+pub fn cat_all(dir: &Path) -> Vec<u8> {
+    listing(dir)
+        .iter()
+        .flat_map(|name| fs::read(dir.join(name)).unwrap())
+        .collect()
+}
+
+/// Seconds-long waits for something the daemon does on its own (timer rollover).
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// The value of an extended attribute, read with getxattr(2).
+pub fn xattr(path: &std::path::Path, name: &str) -> String {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let c_name = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: the buffer outlives the call and its length is passed.
+    let n = unsafe {
+        libc::getxattr(
+            c_path.as_ptr(),
+            c_name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert!(
+        n >= 0,
+        "getxattr {name} on {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    buf.truncate(n as usize);
+    String::from_utf8(buf).unwrap()
+}
