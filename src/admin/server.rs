@@ -124,6 +124,7 @@ async fn delete_tenant(
     State(log): State<Arc<LocalLog>>,
     Path(tenant): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    validate(NameKind::Tenant, &tenant)?;
     blocking(move || log.remove_tenant(&tenant)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -132,6 +133,7 @@ async fn list_namespaces(
     State(log): State<Arc<LocalLog>>,
     Path(tenant): Path<String>,
 ) -> ApiResult<Vec<String>> {
+    validate(NameKind::Tenant, &tenant)?;
     let names = log.namespaces(&tenant)?;
     Ok(Json(
         names

@@ -161,9 +161,12 @@ impl Reader<'_> {
     /// Minutes; fractions are a tierfs extension (Pulsar takes whole minutes).
     fn minutes(&self, key: &'static str) -> Result<Option<Duration>, ConfigError> {
         const EXPECTED: &str = "expected a number of minutes, 0 or more";
-        Ok(self
-            .non_negative_number(key, EXPECTED)?
-            .map(|(n, _)| Duration::from_secs_f64(n * 60.0)))
+        match self.non_negative_number(key, EXPECTED)? {
+            None => Ok(None),
+            Some((n, prop)) => Duration::try_from_secs_f64(n * 60.0)
+                .map(Some)
+                .map_err(|_| self.invalid(key, prop, EXPECTED)),
+        }
     }
 
     /// Megabytes (MiB, as Pulsar counts them); fractions are a tierfs extension.
@@ -231,6 +234,8 @@ mod tests {
         assert!(load("managedLedgerMinLedgerRolloverTimeMinutes=-1").is_err());
         assert!(load("managedLedgerMaxLedgerRolloverTimeMinutes=NaN").is_err());
         assert!(load("managedLedgerMaxSizePerLedgerMbytes=0").is_err());
+        assert!(load("managedLedgerMaxLedgerRolloverTimeMinutes=1e300").is_err());
+        assert!(load("managedLedgerMaxSizePerLedgerMbytes=1e300").is_err());
     }
 
     #[test]

@@ -191,7 +191,14 @@ impl TierFs {
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
         let parent = self.node(parent)?;
-        let name = utf8(&parent, name)?;
+        // No valid name is anything but UTF-8, so such a name simply does not exist.
+        let name = utf8(&parent, name).map_err(|_| {
+            FsError::NotFound(format!(
+                "{}/{}",
+                parent.to_string().trim_end_matches('/'),
+                name.to_string_lossy()
+            ))
+        })?;
         let child = self.child(&parent, name)?;
         self.attr_of(&child)
     }

@@ -26,7 +26,8 @@ pub fn classify(err: &FsError) -> (i32, Level) {
 
 fn classify_log(err: &LogError) -> (i32, Level) {
     match err {
-        LogError::NotFound(_) | LogError::Removed(_) => (libc::ENOENT, Level::DEBUG),
+        LogError::NotFound(_) => (libc::ENOENT, Level::DEBUG),
+        LogError::Removed(_) => (libc::ENOENT, Level::INFO),
         LogError::AlreadyExists(_) => (libc::EEXIST, Level::INFO),
         LogError::NotEmpty(_) => (libc::ENOTEMPTY, Level::INFO),
         LogError::Name(_) | LogError::NotAtEnd { .. } | LogError::NothingToSeal(_) => {

@@ -210,7 +210,10 @@ impl LocalLog {
             .ok_or_else(|| LogError::NotFound(format!("topic {name}")))?;
         topic.mark_removed()?;
         let dir = topic.dir().to_path_buf();
-        std::fs::remove_dir_all(&dir).map_err(io_error(&dir, "remove"))?;
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            topic.unmark_removed();
+            return Err(io_error(&dir, "remove")(e));
+        }
         sync_dir(&self.namespace_dir(&ns))?;
         topics.remove(&name.topic);
         Ok(())

@@ -101,7 +101,12 @@ impl Manifest {
         file.sync_all().map_err(io_error(&tmp, "fsync"))?;
         let path = Self::path(dir);
         std::fs::rename(&tmp, &path).map_err(io_error(&path, "replace manifest"))?;
-        sync_dir(dir)
+        // The rename is done: the new manifest is what a restart reads, so report success and
+        // keep memory in step with it. A failed directory fsync only weakens power-loss safety.
+        if let Err(e) = sync_dir(dir) {
+            tracing::error!(error = %e, "manifest replaced, but its directory could not be fsynced");
+        }
+        Ok(())
     }
 
     fn check_order(&self) -> Result<(), String> {

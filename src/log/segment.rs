@@ -57,6 +57,7 @@ impl RecoveryReport {
 pub struct ActiveSegment {
     id: u64,
     data_path: PathBuf,
+    index_path: PathBuf,
     data: Arc<File>,
     index: File,
     size: u64,
@@ -83,6 +84,7 @@ impl ActiveSegment {
         Ok(Self {
             id,
             data_path,
+            index_path,
             data: Arc::new(data),
             index,
             size: 0,
@@ -112,7 +114,17 @@ impl ActiveSegment {
                 file
             }
             Err(_) if data_len == 0 => open_rw(&index_path, true)?,
-            Err(e) => return Err(e),
+            Err(e) => {
+                return Err(LogError::Corrupt {
+                    path: index_path,
+                    reason: format!(
+                        "{e}; the active segment holds {data_len} bytes whose entry boundaries \
+                         are unknown, so tierfs will not guess. Keep a copy of {} and empty it \
+                         (truncate -s 0) to start the topic's tail afresh",
+                        data_path.display()
+                    ),
+                });
+            }
         };
         let mut report = RecoveryReport::default();
         if let Err(reason) = index::check_header(&index_bytes) {
@@ -121,8 +133,8 @@ impl ActiveSegment {
                     path: index_path,
                     reason: format!(
                         "{reason}; the active segment holds {data_len} bytes whose entry \
-                         boundaries are unknown, so tierfs will not guess. Move {} aside to \
-                         start the topic's tail afresh",
+                         boundaries are unknown, so tierfs will not guess. Keep a copy of {} and \
+                         empty it (truncate -s 0) to start the topic's tail afresh",
                         data_path.display()
                     ),
                 });
@@ -168,6 +180,7 @@ impl ActiveSegment {
             Self {
                 id,
                 data_path,
+                index_path,
                 data: Arc::new(data),
                 index,
                 size,
@@ -197,7 +210,7 @@ impl ActiveSegment {
         if let Err(e) = self.index.write_all_at(&record.encode(), record_at) {
             let _ = self.index.set_len(record_at);
             let _ = self.data.set_len(offset);
-            return Err(io_error(&self.data_path, "append index record")(e));
+            return Err(io_error(&self.index_path, "append index record")(e));
         }
         self.size = record.end;
         self.entries += 1;
@@ -213,7 +226,7 @@ impl ActiveSegment {
             .map_err(io_error(&self.data_path, "fsync"))?;
         self.index
             .sync_data()
-            .map_err(io_error(&self.data_path, "fsync index"))
+            .map_err(io_error(&self.index_path, "fsync"))
     }
 
     /// Makes the files durable and read-only, ready to be recorded as sealed.

@@ -377,6 +377,11 @@ impl Topic {
         state.removed = true;
         Ok(())
     }
+
+    /// Undoes [`Topic::mark_removed`] when the directory could not be removed.
+    pub(super) fn unmark_removed(&self) {
+        self.lock().removed = false;
+    }
 }
 
 fn check_sealed_file(dir: &Path, sealed: &SealedSegment) -> Result<(), LogError> {
