@@ -600,3 +600,6 @@ fn utf8<'a>(parent: &Node, name: &'a OsStr) -> Result<&'a str, FsError> {
         reason: "names must be UTF-8 (letters, digits, - _ . = :)".to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests;
