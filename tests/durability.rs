@@ -18,18 +18,7 @@ const SMALL_SEGMENTS: &str =
 fn everything_survives_a_remount_and_the_log_continues() {
     let mut m = TestMount::start(SMALL_SEGMENTS);
     let topic = m.topic("t/ns/persist");
-    let mut written = Vec::new();
-    {
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(topic.join("active"))
-            .unwrap();
-        for i in 0..120u64 {
-            let entry = pattern(i, 300);
-            f.write_all(&entry).unwrap();
-            written.extend_from_slice(&entry);
-        }
-    }
+    let mut written = append_patterns(&topic.join("active"), 0..120, 300);
     let before = listing(&topic);
     assert_eq!(m.stop(), Some(0), "SIGTERM must end the mount cleanly");
     assert!(!is_mounted(&m.mnt));
@@ -37,15 +26,7 @@ fn everything_survives_a_remount_and_the_log_continues() {
     m.restart();
     assert_eq!(listing(&topic), before);
     assert_eq!(cat_all(&topic), written);
-    let mut f = OpenOptions::new()
-        .append(true)
-        .open(topic.join("active"))
-        .unwrap();
-    for i in 120..140u64 {
-        let entry = pattern(i, 300);
-        f.write_all(&entry).unwrap();
-        written.extend_from_slice(&entry);
-    }
+    written.extend(append_patterns(&topic.join("active"), 120..140, 300));
     assert_eq!(cat_all(&topic), written);
     assert_eq!(
         listing(&topic),

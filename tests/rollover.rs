@@ -2,22 +2,10 @@
 
 mod common;
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::time::Duration;
 
 use common::*;
-
-fn append_entries(path: &std::path::Path, count: usize, len: usize) -> Vec<u8> {
-    let mut f = OpenOptions::new().append(true).open(path).unwrap();
-    let mut all = Vec::new();
-    for i in 0..count {
-        let entry = pattern(i as u64, len);
-        f.write_all(&entry).unwrap();
-        all.extend_from_slice(&entry);
-    }
-    all
-}
 
 #[test]
 fn seals_by_entry_count() {
@@ -25,7 +13,7 @@ fn seals_by_entry_count() {
         "managedLedgerMaxEntriesPerLedger=10\nmanagedLedgerMinLedgerRolloverTimeMinutes=0\n",
     );
     let topic = m.topic("t/ns/entries");
-    let written = append_entries(&topic.join("active"), 35, 100);
+    let written = append_patterns(&topic.join("active"), 0..35, 100);
     let names = listing(&topic);
     assert_eq!(
         names,
@@ -51,7 +39,7 @@ fn seals_by_size() {
         "managedLedgerMaxSizePerLedgerMbytes=0.01\nmanagedLedgerMinLedgerRolloverTimeMinutes=0\n",
     );
     let topic = m.topic("t/ns/size");
-    let written = append_entries(&topic.join("active"), 25, 1024);
+    let written = append_patterns(&topic.join("active"), 0..25, 1024);
     let names = listing(&topic);
     assert_eq!(names.len(), 3, "{names:?}");
     assert_eq!(
@@ -73,7 +61,7 @@ fn seals_by_age_on_the_timer() {
         "managedLedgerMaxLedgerRolloverTimeMinutes=0.02\nmanagedLedgerMinLedgerRolloverTimeMinutes=0\n",
     );
     let topic = m.topic("t/ns/age");
-    let written = append_entries(&topic.join("active"), 3, 10);
+    let written = append_patterns(&topic.join("active"), 0..3, 10);
     wait_for("a timed rollover", Duration::from_secs(15), || {
         listing(&topic).len() == 2
     });
@@ -92,7 +80,7 @@ fn minimum_age_holds_a_full_segment_back() {
     );
     let topic = m.topic("t/ns/minage");
     let started = std::time::Instant::now();
-    let written = append_entries(&topic.join("active"), 3, 10);
+    let written = append_patterns(&topic.join("active"), 0..3, 10);
     let names = listing(&topic);
     if started.elapsed() < Duration::from_millis(2500) {
         assert_eq!(names, vec!["active"], "sealed before the minimum age");
@@ -121,7 +109,7 @@ fn admin_seal_seals_now() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let written = append_entries(&topic.join("active"), 4, 5);
+    let written = append_patterns(&topic.join("active"), 0..4, 5);
     let out = m.admin_ok(&["topics", "seal", "persistent://t/ns/manual"]);
     assert_eq!(
         out,

@@ -247,6 +247,20 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Appends `pattern(seed, len)` for each seed as one entry (one write(2)) through an O_APPEND
+/// handle; returns the bytes appended.
+pub fn append_patterns(path: &Path, seeds: std::ops::Range<u64>, len: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+    let mut all = Vec::new();
+    for seed in seeds {
+        let entry = pattern(seed, len);
+        f.write_all(&entry).unwrap();
+        all.extend_from_slice(&entry);
+    }
+    all
+}
+
 /// The names in a topic directory, sorted.
 pub fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
