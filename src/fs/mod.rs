@@ -107,28 +107,26 @@ impl TierFs {
                 parent.to_string().trim_end_matches('/')
             ))
         };
-        let exists =
-            |r: Result<Vec<String>, _>| r.map(|v| v.iter().any(|n| n == name)).unwrap_or(false);
         let node = match parent {
             Node::Root => self
                 .log
-                .tenants()
-                .iter()
-                .any(|t| t == name)
+                .has_tenant(name)
                 .then(|| Node::Tenant(name.to_string())),
-            Node::Tenant(t) => exists(self.log.namespaces(t)).then(|| {
-                Node::Namespace(NamespaceName {
+            Node::Tenant(t) => {
+                let ns = NamespaceName {
                     tenant: t.clone(),
                     namespace: name.to_string(),
-                })
-            }),
-            Node::Namespace(ns) => exists(self.log.topics(ns)).then(|| {
-                Node::Topic(TopicName {
+                };
+                self.log.has_namespace(&ns).then_some(Node::Namespace(ns))
+            }
+            Node::Namespace(ns) => {
+                let topic = TopicName {
                     tenant: ns.tenant.clone(),
                     namespace: ns.namespace.clone(),
                     topic: name.to_string(),
-                })
-            }),
+                };
+                self.log.topic(&topic).is_ok().then_some(Node::Topic(topic))
+            }
             Node::Topic(t) => {
                 if name == ACTIVE_NAME {
                     self.topic(t)?;
@@ -156,7 +154,7 @@ impl TierFs {
                 .owner
                 .directory(ino, std::fs::metadata(self.log.root_dir()).ok().as_ref())),
             Node::Tenant(t) => {
-                if !self.log.tenants().contains(t) {
+                if !self.log.has_tenant(t) {
                     return Err(FsError::NotFound(node.to_string()));
                 }
                 Ok(self
@@ -164,9 +162,9 @@ impl TierFs {
                     .directory(ino, std::fs::metadata(self.log.tenant_dir(t)).ok().as_ref()))
             }
             Node::Namespace(ns) => {
-                self.log
-                    .topics(ns)
-                    .map_err(|_| FsError::NotFound(node.to_string()))?;
+                if !self.log.has_namespace(ns) {
+                    return Err(FsError::NotFound(node.to_string()));
+                }
                 Ok(self.owner.directory(
                     ino,
                     std::fs::metadata(self.log.namespace_dir(ns)).ok().as_ref(),
@@ -185,7 +183,7 @@ impl TierFs {
                     .ok_or_else(|| FsError::NotFound(node.to_string()))?;
                 Ok(self.owner.sealed(ino, &segment))
             }
-            Node::Active(t) => Ok(self.owner.active(ino, &self.topic(t)?.snapshot().active)),
+            Node::Active(t) => Ok(self.owner.active(ino, &self.topic(t)?.active_info())),
         }
     }
 
@@ -400,7 +398,7 @@ impl TierFs {
         }
         if let Some(size) = change.size {
             match &node {
-                Node::Active(t) if self.topic(t)?.snapshot().active.size == size => {}
+                Node::Active(t) if self.topic(t)?.active_info().size == size => {}
                 Node::Active(_) => {
                     return Err(FsError::NotPermitted {
                         path,
@@ -445,7 +443,7 @@ impl TierFs {
             }
             Node::Active(t) => {
                 let topic = self.topic(t)?;
-                let position = topic.snapshot().active.size;
+                let position = topic.active_info().size;
                 let fh = self.handles.insert(Handle::Active {
                     topic,
                     writable,
@@ -534,7 +532,7 @@ impl TierFs {
                     .ok_or_else(|| FsError::NotFound(node.to_string()))?;
                 Ok(xattr::of_sealed(&segment))
             }
-            Node::Active(t) => Ok(xattr::of_active(&self.topic(t)?.snapshot().active)),
+            Node::Active(t) => Ok(xattr::of_active(&self.topic(t)?.active_info())),
             _ => Ok(Vec::new()),
         }
     }

@@ -98,6 +98,14 @@ impl LocalLog {
         &self.root
     }
 
+    pub fn has_tenant(&self, tenant: &str) -> bool {
+        self.read().contains_key(tenant)
+    }
+
+    pub fn has_namespace(&self, ns: &NamespaceName) -> bool {
+        namespace_of(&self.read(), ns).is_ok()
+    }
+
     pub fn tenants(&self) -> Vec<String> {
         self.read().keys().cloned().collect()
     }

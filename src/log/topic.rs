@@ -314,16 +314,14 @@ impl Topic {
         let state = self.lock();
         TopicSnapshot {
             sealed: state.manifest.sealed.clone(),
-            active: ActiveInfo {
-                id: state.active.id(),
-                size: state.active.size(),
-                entries: state.active.entries(),
-                crc32c: state.active.crc(),
-                created: state.active.created(),
-                modified: state.active.modified(),
-            },
+            active: active_info(&state.active),
             created: from_millis(state.manifest.created_ms),
         }
+    }
+
+    /// The active segment's counters alone, without copying the list of sealed segments.
+    pub fn active_info(&self) -> ActiveInfo {
+        active_info(&self.lock().active)
     }
 
     /// The active segment's id, data file and current length.
@@ -381,6 +379,17 @@ impl Topic {
     /// Undoes [`Topic::mark_removed`] when the directory could not be removed.
     pub(super) fn unmark_removed(&self) {
         self.lock().removed = false;
+    }
+}
+
+fn active_info(active: &ActiveSegment) -> ActiveInfo {
+    ActiveInfo {
+        id: active.id(),
+        size: active.size(),
+        entries: active.entries(),
+        crc32c: active.crc(),
+        created: active.created(),
+        modified: active.modified(),
     }
 }
 
