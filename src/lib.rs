@@ -8,3 +8,4 @@ pub mod fuse;
 pub mod log;
 pub mod mount;
 pub mod name;
+pub mod store;

@@ -5,12 +5,15 @@
 //! configuration files or the environment. Bad values fail here, before anything is mounted,
 //! with the key, the line and what was expected.
 
+mod offload;
 mod properties;
+mod reader;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+pub use offload::{Driver, OffloadConfig, ReadPriority, Secret};
 pub use properties::{Properties, Property};
+use reader::Reader;
 
 use crate::log::RolloverPolicy;
 
@@ -47,6 +50,8 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{file}: invalid offload configuration: {message}")]
+    Offload { file: String, message: String },
     #[error("{file}:{line}: invalid value {value:?} for {key}: {expected}")]
     Invalid {
         file: String,
@@ -61,6 +66,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     pub rollover: RolloverPolicy,
+    pub offload: OffloadConfig,
 }
 
 /// What loading found worth telling the operator, beside errors.
@@ -77,13 +83,26 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_properties(&Properties::parse(&text), &path.display().to_string())
+        Self::from_properties_with_env(
+            &Properties::parse(&text),
+            &path.display().to_string(),
+            &|name| std::env::var(name).ok(),
+        )
     }
 
     /// Validates parsed properties; `origin` names the file in error messages.
     pub fn from_properties(
         props: &Properties,
         origin: &str,
+    ) -> Result<(Self, ConfigNotes), ConfigError> {
+        Self::from_properties_with_env(props, origin, &|_| None)
+    }
+
+    /// As [`Config::from_properties`], with `env` answering environment lookups.
+    pub fn from_properties_with_env(
+        props: &Properties,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(Self, ConfigNotes), ConfigError> {
         let reader = Reader { props, origin };
         let defaults = RolloverPolicy::default();
@@ -104,91 +123,20 @@ impl Config {
         let notes = ConfigNotes {
             unknown_keys: props
                 .keys()
-                .filter(|k| !KNOWN_KEYS.contains(k))
+                .filter(|k| !KNOWN_KEYS.contains(k) && !offload::KEYS.contains(k))
                 .map(str::to_string)
                 .collect(),
             duplicate_keys: props.duplicates().to_vec(),
         };
-        Ok((Config { rollover }, notes))
-    }
-}
-
-/// Typed access to properties; an empty value means "not set", as in Pulsar.
-struct Reader<'a> {
-    props: &'a Properties,
-    origin: &'a str,
-}
-
-impl Reader<'_> {
-    fn raw(&self, key: &'static str) -> Option<&Property> {
-        self.props.get(key).filter(|p| !p.value.is_empty())
-    }
-
-    fn invalid(&self, key: &'static str, prop: &Property, expected: &'static str) -> ConfigError {
-        ConfigError::Invalid {
-            file: self.origin.to_string(),
-            line: prop.line,
-            key,
-            value: prop.value.clone(),
-            expected,
-        }
-    }
-
-    fn positive_integer(&self, key: &'static str) -> Result<Option<u64>, ConfigError> {
-        let Some(prop) = self.raw(key) else {
-            return Ok(None);
-        };
-        match prop.value.parse::<u64>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => Err(self.invalid(key, prop, "expected a whole number greater than 0")),
-        }
-    }
-
-    fn non_negative_number(
-        &self,
-        key: &'static str,
-        expected: &'static str,
-    ) -> Result<Option<(f64, &Property)>, ConfigError> {
-        let Some(prop) = self.raw(key) else {
-            return Ok(None);
-        };
-        match prop.value.parse::<f64>() {
-            Ok(n) if n.is_finite() && n >= 0.0 => Ok(Some((n, prop))),
-            _ => Err(self.invalid(key, prop, expected)),
-        }
-    }
-
-    /// Minutes; fractions are a tierfs extension (Pulsar takes whole minutes).
-    fn minutes(&self, key: &'static str) -> Result<Option<Duration>, ConfigError> {
-        const EXPECTED: &str = "expected a number of minutes, 0 or more";
-        match self.non_negative_number(key, EXPECTED)? {
-            None => Ok(None),
-            Some((n, prop)) => Duration::try_from_secs_f64(n * 60.0)
-                .map(Some)
-                .map_err(|_| self.invalid(key, prop, EXPECTED)),
-        }
-    }
-
-    /// Megabytes (MiB, as Pulsar counts them); fractions are a tierfs extension.
-    fn megabytes(&self, key: &'static str) -> Result<Option<u64>, ConfigError> {
-        const EXPECTED: &str = "expected a number of megabytes greater than 0";
-        match self.non_negative_number(key, EXPECTED)? {
-            None => Ok(None),
-            Some((n, prop)) => {
-                let bytes = (n * 1024.0 * 1024.0).floor();
-                if bytes < 1.0 || bytes > u64::MAX as f64 {
-                    Err(self.invalid(key, prop, EXPECTED))
-                } else {
-                    Ok(Some(bytes as u64))
-                }
-            }
-        }
+        let offload = OffloadConfig::read(&reader, env)?;
+        Ok((Config { rollover, offload }, notes))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn load(text: &str) -> Result<(Config, ConfigNotes), ConfigError> {
         Config::from_properties(&Properties::parse(text), "broker.conf")

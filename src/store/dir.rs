@@ -1,0 +1,349 @@
+//! The `filesystem` driver: objects as files under a directory.
+//!
+//! `<root>/<key>` holds an object; writes go to a temporary file that is renamed into place, so
+//! an object is whole or absent. Multipart uploads live in `<root>/.multipart/<upload-id>/`
+//! (`key` names the target, `<n>.part` the parts) until completed or aborted, so interrupted
+//! uploads can be listed and cleaned like S3's.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{ObjectInfo, ObjectStore, PendingUpload, StoreError, UploadedPart};
+
+const MULTIPART_DIR: &str = ".multipart";
+const TMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, Clone)]
+pub struct DirStore {
+    root: PathBuf,
+}
+
+fn io(context: &str, e: std::io::Error) -> StoreError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => StoreError::NotFound(context.to_string()),
+        std::io::ErrorKind::PermissionDenied => StoreError::Forbidden(format!("{context}: {e}")),
+        _ => StoreError::Other(format!("{context}: {e}")),
+    }
+}
+
+impl DirStore {
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(root.join(MULTIPART_DIR))
+            .map_err(|e| io(&root.display().to_string(), e))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let relative = Path::new(key);
+        let safe = !key.is_empty()
+            && relative.components().all(
+                |c| matches!(c, Component::Normal(n) if !n.to_string_lossy().starts_with('.')),
+            );
+        if !safe {
+            return Err(StoreError::Other(format!("invalid object key {key:?}")));
+        }
+        Ok(self.root.join(relative))
+    }
+
+    fn upload_dir(&self, upload_id: &str) -> Result<PathBuf, StoreError> {
+        if upload_id.is_empty()
+            || !upload_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(StoreError::Other(format!(
+                "invalid upload id {upload_id:?}"
+            )));
+        }
+        Ok(self.root.join(MULTIPART_DIR).join(upload_id))
+    }
+
+    /// Writes `parts` (in order) to a temporary file, then renames it to `key`.
+    fn write_object(
+        &self,
+        key: &str,
+        parts: &mut dyn Iterator<Item = Result<Vec<u8>, StoreError>>,
+    ) -> Result<(), StoreError> {
+        let target = self.path(key)?;
+        let parent = target.parent().expect("keys have a parent: the root");
+        fs::create_dir_all(parent).map_err(|e| io(key, e))?;
+        let tmp = parent.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4()));
+        let result = (|| {
+            let mut file = File::create(&tmp).map_err(|e| io(key, e))?;
+            for part in parts {
+                file.write_all(&part?).map_err(|e| io(key, e))?;
+            }
+            file.sync_all().map_err(|e| io(key, e))?;
+            fs::rename(&tmp, &target).map_err(|e| io(key, e))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn walk(&self, dir: &Path, out: &mut Vec<ObjectInfo>) -> Result<(), StoreError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(&dir.display().to_string(), e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io(&dir.display().to_string(), e))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let meta = entry
+                .metadata()
+                .map_err(|e| io(&path.display().to_string(), e))?;
+            if meta.is_dir() {
+                self.walk(&path, out)?;
+            } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                out.push(ObjectInfo {
+                    key: rel.to_string_lossy().into_owned(),
+                    size: meta.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
+}
+
+#[async_trait]
+impl ObjectStore for DirStore {
+    fn url(&self, key: &str) -> String {
+        format!("file://{}", self.root.join(key).display())
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        let (store, key) = (self.clone(), key.to_string());
+        blocking(move || store.write_object(&key, &mut std::iter::once(Ok(body.to_vec())))).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let path = self.path(key)?;
+        let key = key.to_string();
+        blocking(move || fs::read(&path).map(Bytes::from).map_err(|e| io(&key, e))).await
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        let path = self.path(key)?;
+        let key = key.to_string();
+        blocking(move || {
+            let mut file = File::open(&path).map_err(|e| io(&key, e))?;
+            file.seek(SeekFrom::Start(range.start))
+                .map_err(|e| io(&key, e))?;
+            let mut buf = Vec::with_capacity((range.end - range.start) as usize);
+            file.take(range.end - range.start)
+                .read_to_end(&mut buf)
+                .map_err(|e| io(&key, e))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let path = self.path(key)?;
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(key, e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(key, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let store = self.clone();
+        let prefix = prefix.to_string();
+        blocking(move || {
+            let mut all = Vec::new();
+            store.walk(&store.root, &mut all)?;
+            all.retain(|o| o.key.starts_with(&prefix));
+            all.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn create_multipart(&self, key: &str) -> Result<String, StoreError> {
+        self.path(key)?;
+        let upload_id = uuid::Uuid::new_v4().to_string();
+        let dir = self.upload_dir(&upload_id)?;
+        fs::create_dir_all(&dir).map_err(|e| io(key, e))?;
+        fs::write(dir.join("key"), key).map_err(|e| io(key, e))?;
+        Ok(upload_id)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<UploadedPart, StoreError> {
+        let dir = self.upload_dir(upload_id)?;
+        if !dir.join("key").exists() {
+            return Err(StoreError::NotFound(format!("upload {upload_id} of {key}")));
+        }
+        let key = key.to_string();
+        let etag = format!("{:08x}", crc32c::crc32c(&body));
+        blocking(move || {
+            let tmp = dir.join(format!("{number}.part.tmp"));
+            fs::write(&tmp, &body).map_err(|e| io(&key, e))?;
+            fs::rename(&tmp, dir.join(format!("{number}.part"))).map_err(|e| io(&key, e))
+        })
+        .await?;
+        Ok(UploadedPart { number, etag })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<UploadedPart>,
+    ) -> Result<(), StoreError> {
+        let dir = self.upload_dir(upload_id)?;
+        let (store, key) = (self.clone(), key.to_string());
+        blocking(move || {
+            let mut reads = parts.iter().map(|p| {
+                let data =
+                    fs::read(dir.join(format!("{}.part", p.number))).map_err(|e| io(&key, e))?;
+                if format!("{:08x}", crc32c::crc32c(&data)) != p.etag {
+                    return Err(StoreError::Other(format!(
+                        "part {} of {key} does not match its etag",
+                        p.number
+                    )));
+                }
+                Ok(data)
+            });
+            store.write_object(&key, &mut reads)?;
+            fs::remove_dir_all(&dir).map_err(|e| io(&key, e))
+        })
+        .await
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        let dir = self.upload_dir(upload_id)?;
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(key, e)),
+        }
+    }
+
+    async fn list_multipart(&self, prefix: &str) -> Result<Vec<PendingUpload>, StoreError> {
+        let dir = self.root.join(MULTIPART_DIR);
+        let mut uploads = Vec::new();
+        let entries = fs::read_dir(&dir).map_err(|e| io(MULTIPART_DIR, e))?;
+        for entry in entries.flatten() {
+            let upload_id = entry.file_name().to_string_lossy().into_owned();
+            if let Ok(key) = fs::read_to_string(entry.path().join("key"))
+                && key.starts_with(prefix)
+            {
+                uploads.push(PendingUpload { key, upload_id });
+            }
+        }
+        uploads.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(uploads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn objects_ranges_listing_and_multipart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        store
+            .put("t/ns/x/a.idx", Bytes::from_static(b"index"))
+            .await
+            .unwrap();
+        let id = store.create_multipart("t/ns/x/a.seg").await.unwrap();
+        let p2 = store
+            .upload_part("t/ns/x/a.seg", &id, 2, Bytes::from_static(b"world"))
+            .await
+            .unwrap();
+        let p1 = store
+            .upload_part("t/ns/x/a.seg", &id, 1, Bytes::from_static(b"hello "))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list_multipart("t/").await.unwrap(),
+            vec![PendingUpload {
+                key: "t/ns/x/a.seg".into(),
+                upload_id: id.clone()
+            }]
+        );
+        store
+            .complete_multipart("t/ns/x/a.seg", &id, vec![p1, p2])
+            .await
+            .unwrap();
+        assert!(store.list_multipart("").await.unwrap().is_empty());
+        assert_eq!(
+            &store.get("t/ns/x/a.seg").await.unwrap()[..],
+            b"hello world"
+        );
+        assert_eq!(
+            &store.get_range("t/ns/x/a.seg", 6..100).await.unwrap()[..],
+            b"world"
+        );
+        assert_eq!(store.head("t/ns/x/a.seg").await.unwrap(), Some(11));
+        assert_eq!(store.head("t/ns/x/none").await.unwrap(), None);
+        let keys: Vec<_> = store
+            .list("t/ns/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        assert_eq!(keys, vec!["t/ns/x/a.idx", "t/ns/x/a.seg"]);
+        store.delete("t/ns/x/a.seg").await.unwrap();
+        store.delete("t/ns/x/a.seg").await.unwrap();
+        assert!(matches!(
+            store.get("t/ns/x/a.seg").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn aborted_uploads_leave_nothing_and_keys_stay_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        let id = store.create_multipart("k").await.unwrap();
+        store
+            .upload_part("k", &id, 1, Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        store.abort_multipart("k", &id).await.unwrap();
+        assert!(store.list_multipart("").await.unwrap().is_empty());
+        assert!(store.list("").await.unwrap().is_empty());
+        assert!(store.put("../escape", Bytes::new()).await.is_err());
+        assert!(store.put("/abs", Bytes::new()).await.is_err());
+    }
+}

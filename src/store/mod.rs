@@ -1,0 +1,110 @@
+//! The object tier: one trait over every place sealed segments are offloaded to.
+//!
+//! [`ObjectStore`] is the seam: [`s3::S3Store`] speaks S3 (Amazon S3, Aliyun OSS and any
+//! S3-compatible server) through aws-sdk-s3; [`dir::DirStore`] keeps objects as files under a
+//! directory (the `filesystem` driver). Callers never know which one they hold. Keys are
+//! `/`-separated and relative to the store's root (bucket or directory).
+
+pub mod dir;
+pub mod s3;
+
+use std::fmt::Debug;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::config::{Driver, OffloadConfig};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} does not exist in the store")]
+    NotFound(String),
+    #[error("access denied: {0}")]
+    Forbidden(String),
+    #[error("the bucket does not exist: {0}")]
+    NoSuchBucket(String),
+    /// Worth retrying: 5xx, throttling, resets, timeouts.
+    #[error("the store is unavailable: {0}")]
+    Transient(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient(_))
+    }
+}
+
+/// A part of a multipart upload, as the store acknowledged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedPart {
+    pub number: i32,
+    pub etag: String,
+}
+
+/// A multipart upload that was started and neither completed nor aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    pub key: String,
+    pub upload_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + Debug {
+    /// A URL naming the object, for users (`s3://bucket/key`, `file:///dir/key`).
+    fn url(&self, key: &str) -> String;
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+    /// Bytes `range` of the object; a range past the end is cut at the end.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+    /// The object's size, or `None` if it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<u64>, StoreError>;
+    /// Deletes the object; deleting a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+    async fn create_multipart(&self, key: &str) -> Result<String, StoreError>;
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<UploadedPart, StoreError>;
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<UploadedPart>,
+    ) -> Result<(), StoreError>;
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
+    async fn list_multipart(&self, prefix: &str) -> Result<Vec<PendingUpload>, StoreError>;
+}
+
+/// Opens the store the configuration names.
+pub async fn connect(
+    config: &OffloadConfig,
+    data_dir: &Path,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    Ok(match config.driver {
+        Driver::Filesystem => {
+            let root = config
+                .filesystem_root
+                .clone()
+                .unwrap_or_else(|| data_dir.join("offload"));
+            Arc::new(dir::DirStore::open(&root)?)
+        }
+        Driver::AwsS3 | Driver::S3 | Driver::AliyunOss => {
+            Arc::new(s3::S3Store::connect(config).await)
+        }
+    })
+}
