@@ -40,6 +40,7 @@ impl ApiError {
                     StatusCode::CONFLICT
                 }
                 LogError::Name(_) | LogError::NotAtEnd { .. } => StatusCode::PRECONDITION_FAILED,
+                LogError::NotLocal(_) | LogError::NotOffloaded(_) => StatusCode::CONFLICT,
                 LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Locked { .. } => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }

@@ -223,7 +223,7 @@ impl OffloadConfig {
                 offload_error(
                     r,
                     format!(
-                        "line {}: {KEY_DRIVER}={name} is not supported; the drivers are aws-s3, S3, aliyun-oss and filesystem",
+                        "line {}: No offloader found for driver '{name}' ({KEY_DRIVER}); tierfs supports aws-s3, S3, aliyun-oss and filesystem",
                         prop.line
                     ),
                 )
@@ -259,7 +259,7 @@ impl OffloadConfig {
             return Err(offload_error(
                 r,
                 format!(
-                    "{KEY_MAX_BLOCK} = {max_block_size} is too small: the maximum block size must be at least 5MB ({MIN_BLOCK_SIZE} bytes), the smallest part S3 accepts"
+                    "ManagedLedgerOffloadMaxBlockSizeInBytes cannot be less than 5MB for {driver} offload (got {max_block_size}; the smallest part S3 accepts is {MIN_BLOCK_SIZE} bytes)"
                 ),
             ));
         }
@@ -309,7 +309,7 @@ impl OffloadConfig {
         if driver.is_object_store() && bucket.is_empty() {
             return Err(offload_error(
                 r,
-                format!("{KEY_BUCKET} cannot be empty for the {driver} offload driver"),
+                format!("Bucket cannot be empty for {driver} offload (set {KEY_BUCKET})"),
             ));
         }
         match driver {
@@ -317,14 +317,16 @@ impl OffloadConfig {
                 return Err(offload_error(
                     r,
                     format!(
-                        "either {KEY_REGION} or {KEY_ENDPOINT} must be set for the aws-s3 offload driver"
+                        "Either Region or ServiceEndpoint must specified for aws-s3 offload (set {KEY_REGION} or {KEY_ENDPOINT})"
                     ),
                 ));
             }
             Driver::S3 | Driver::AliyunOss if endpoint.is_none() => {
                 return Err(offload_error(
                     r,
-                    format!("{KEY_ENDPOINT} must be set for the {driver} offload driver"),
+                    format!(
+                        "ServiceEndpoint must be specified for {driver} offload (set {KEY_ENDPOINT})"
+                    ),
                 ));
             }
             _ => {}
@@ -444,7 +446,7 @@ mod tests {
         assert_eq!(c.driver, Driver::S3);
         assert!(
             message("managedLedgerOffloadDriver=google-cloud-storage")
-                .contains("google-cloud-storage is not supported")
+                .contains("No offloader found for driver 'google-cloud-storage'")
         );
     }
 
@@ -452,19 +454,19 @@ mod tests {
     fn pulsars_validation_rules() {
         assert!(
             message("managedLedgerOffloadDriver=aws-s3\nmanagedLedgerOffloadRegion=eu-west-1\n")
-                .contains("managedLedgerOffloadBucket cannot be empty")
+                .contains("Bucket cannot be empty for aws-s3 offload")
         );
         assert!(
-            message("managedLedgerOffloadDriver=aws-s3\nmanagedLedgerOffloadBucket=b\n").contains(
-                "either managedLedgerOffloadRegion or managedLedgerOffloadServiceEndpoint"
-            )
+            message("managedLedgerOffloadDriver=aws-s3\nmanagedLedgerOffloadBucket=b\n")
+                .contains("Either Region or ServiceEndpoint must specified for aws-s3 offload")
         );
         assert!(
             message("managedLedgerOffloadDriver=S3\nmanagedLedgerOffloadBucket=b\n")
-                .contains("must be set for the S3 offload driver")
+                .contains("ServiceEndpoint must be specified for S3 offload")
         );
         assert!(
-            message("managedLedgerOffloadMaxBlockSizeInBytes=1048576\n").contains("at least 5MB")
+            message("managedLedgerOffloadMaxBlockSizeInBytes=1048576\n")
+                .contains("cannot be less than 5MB")
         );
         assert!(message("managedLedgerOffloadDriver=aliyun-oss\nmanagedLedgerOffloadBucket=b\nmanagedLedgerOffloadServiceEndpoint=http://oss\n").contains("ALIYUN_OSS_ACCESS_KEY_ID"));
         assert!(
@@ -483,7 +485,7 @@ mod tests {
             (c.bucket.as_str(), c.region.as_deref(), c.max_block_size),
             ("old", Some("us-west-2"), 10 << 20)
         );
-        assert!(message("managedLedgerOffloadDriver=S3\ns3ManagedLedgerOffloadBucket=old\nmanagedLedgerOffloadServiceEndpoint=http://x\n").contains("cannot be empty"));
+        assert!(message("managedLedgerOffloadDriver=S3\ns3ManagedLedgerOffloadBucket=old\nmanagedLedgerOffloadServiceEndpoint=http://x\n").contains("Bucket cannot be empty"));
     }
 
     #[test]

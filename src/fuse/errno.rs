@@ -34,6 +34,7 @@ fn classify_log(err: &LogError) -> (i32, Level) {
             (libc::EINVAL, Level::INFO)
         }
         LogError::Locked { .. } => (libc::EBUSY, Level::ERROR),
+        LogError::NotLocal(_) | LogError::NotOffloaded(_) => (libc::EIO, Level::ERROR),
         LogError::Corrupt { .. } => (libc::EIO, Level::ERROR),
         LogError::Io { source, .. } => match source.raw_os_error() {
             Some(code @ (libc::ENOSPC | libc::EDQUOT)) => (code, Level::WARN),

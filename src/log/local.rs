@@ -13,7 +13,7 @@ use tracing::{error, warn};
 
 use super::rollover::RolloverPolicy;
 use super::segment::RecoveryReport;
-use super::topic::{CREATING_PREFIX, Topic};
+use super::topic::{CREATING_PREFIX, SealListener, Topic};
 use super::{LogError, io_error, sync_dir};
 use crate::name::{NameKind, NamespaceName, TopicName, validate};
 
@@ -30,11 +30,19 @@ pub struct OpenReport {
     pub repaired: Vec<(TopicName, RecoveryReport)>,
 }
 
-#[derive(Debug)]
 pub struct LocalLog {
     root: PathBuf,
     policy: RolloverPolicy,
     tree: RwLock<Tenants>,
+    on_seal: Option<SealListener>,
+}
+
+impl std::fmt::Debug for LocalLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalLog")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalLog {
@@ -42,6 +50,15 @@ impl LocalLog {
     /// A topic whose files are damaged beyond a torn tail fails the whole open, with the path
     /// and the reason: tierfs never serves a log it cannot vouch for.
     pub fn open(data_dir: &Path, policy: RolloverPolicy) -> Result<(Self, OpenReport), LogError> {
+        Self::open_with_listener(data_dir, policy, None)
+    }
+
+    /// As [`LocalLog::open`], telling `on_seal` of every segment that seals from now on.
+    pub fn open_with_listener(
+        data_dir: &Path,
+        policy: RolloverPolicy,
+        on_seal: Option<SealListener>,
+    ) -> Result<(Self, OpenReport), LogError> {
         let root = data_dir.join(TOPICS_DIR);
         std::fs::create_dir_all(&root).map_err(io_error(&root, "create"))?;
         let mut report = OpenReport::default();
@@ -60,7 +77,7 @@ impl LocalLog {
                         warn!(topic = %name, dropped_bytes = recovery.dropped_bytes, dropped_records = recovery.dropped_records, "repaired the torn tail of the active segment (entries whose write had not returned)");
                         report.repaired.push((name, recovery));
                     }
-                    topics.insert(topic, Arc::new(opened));
+                    topics.insert(topic, Arc::new(opened.with_seal_listener(on_seal.clone())));
                     report.topics += 1;
                 }
                 namespaces.insert(namespace, topics);
@@ -72,6 +89,7 @@ impl LocalLog {
                 root,
                 policy,
                 tree: RwLock::new(tenants),
+                on_seal,
             },
             report,
         ))
@@ -173,12 +191,10 @@ impl LocalLog {
         if topics.contains_key(&name.topic) {
             return Err(LogError::AlreadyExists(format!("topic {name}")));
         }
-        let topic = Arc::new(Topic::create(
-            &ns_dir,
-            name.clone(),
-            self.policy,
-            SystemTime::now(),
-        )?);
+        let topic = Arc::new(
+            Topic::create(&ns_dir, name.clone(), self.policy, SystemTime::now())?
+                .with_seal_listener(self.on_seal.clone()),
+        );
         topics.insert(name.topic.clone(), Arc::clone(&topic));
         Ok(topic)
     }

@@ -28,6 +28,47 @@ pub struct SealedSegment {
     pub crc32c: u32,
     pub created_ms: u64,
     pub sealed_ms: u64,
+    /// Whether the segment's files are on local disk; false once offloaded and past the
+    /// deletion lag.
+    #[serde(default = "yes")]
+    pub local: bool,
+    /// The segment's offload, recorded before the upload starts (intent) and completed after
+    /// the index object exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<OffloadRecord>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SealedSegment {
+    /// Whether a complete copy is in the object store.
+    pub fn offloaded(&self) -> bool {
+        self.offload
+            .as_ref()
+            .is_some_and(OffloadRecord::is_complete)
+    }
+}
+
+/// One offload of a sealed segment: its object keys and how far it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffloadRecord {
+    pub uuid: String,
+    pub data_key: String,
+    pub index_key: String,
+    /// The multipart upload, once the store has given it an id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    pub started_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_ms: Option<u64>,
+}
+
+impl OffloadRecord {
+    pub fn is_complete(&self) -> bool {
+        self.completed_ms.is_some()
+    }
 }
 
 /// The active segment as the manifest knows it; its counters live in its files.
@@ -154,6 +195,8 @@ mod tests {
             crc32c: 4,
             created_ms: 5,
             sealed_ms: 6,
+            local: true,
+            offload: None,
         });
         manifest.active.id = 2;
         manifest.save(dir.path()).unwrap();

@@ -21,12 +21,13 @@ mod topic;
 
 use std::path::{Path, PathBuf};
 
+pub use index::IndexRecord;
 pub use local::{LocalLog, OpenReport};
 pub use lock::DataDirLock;
-pub use manifest::{SealedSegment, from_millis as manifest_time};
+pub use manifest::{OffloadRecord, SealedSegment, from_millis as manifest_time, to_millis};
 pub use rollover::{RolloverPolicy, RolloverReason};
 pub use segment::{RecoveryReport, data_file_name, parse_data_file_name};
-pub use topic::{ActiveInfo, AppendAt, Appended, Topic, TopicSnapshot};
+pub use topic::{ActiveInfo, AppendAt, Appended, SealListener, Topic, TopicSnapshot};
 
 use crate::name::{NameError, TopicName};
 
@@ -52,6 +53,10 @@ pub enum LogError {
     NotAtEnd { offset: u64, end: u64 },
     #[error("the active segment of {0} is empty; there is nothing to seal")]
     NothingToSeal(TopicName),
+    #[error("{0} has no local copy")]
+    NotLocal(String),
+    #[error("{0} is not offloaded")]
+    NotOffloaded(String),
     #[error("topic {0} was removed")]
     Removed(TopicName),
     #[error("data directory {path} is in use by another tierfs mount ({holder})")]

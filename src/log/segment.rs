@@ -260,6 +260,17 @@ impl ActiveSegment {
     }
 }
 
+/// Reads the entry index of a sealed (closed) segment.
+pub fn read_index(dir: &Path, id: u64) -> Result<Vec<IndexRecord>, LogError> {
+    let path = dir.join(index_file_name(id));
+    let bytes = std::fs::read(&path).map_err(io_error(&path, "read"))?;
+    index::check_header(&bytes).map_err(|reason| LogError::Corrupt {
+        path: path.clone(),
+        reason,
+    })?;
+    Ok(index::decode_records(&bytes[HEADER_LEN as usize..]))
+}
+
 fn open_rw(path: &Path, create: bool) -> Result<File, LogError> {
     OpenOptions::new()
         .read(true)

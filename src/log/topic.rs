@@ -78,13 +78,25 @@ struct TopicState {
     removed: bool,
 }
 
-#[derive(Debug)]
+/// Told the name of a topic each time one of its segments seals (the offload trigger).
+pub type SealListener = Arc<dyn Fn(&TopicName) + Send + Sync>;
+
 pub struct Topic {
     name: TopicName,
     dir: PathBuf,
     policy: RolloverPolicy,
+    on_seal: Option<SealListener>,
     state: Mutex<TopicState>,
     sealed_files: Mutex<LruCache<u64, Arc<File>>>,
+}
+
+impl std::fmt::Debug for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Topic {
@@ -129,7 +141,11 @@ impl Topic {
             });
         }
         for sealed in &manifest.sealed {
-            check_sealed_file(dir, sealed)?;
+            if sealed.local {
+                check_sealed_file(dir, sealed)?;
+            } else {
+                remove_local_files(dir, sealed.id)?;
+            }
         }
         remove_unreferenced_segments(dir, manifest.active.id)?;
         let (active, report) = ActiveSegment::recover(
@@ -154,6 +170,7 @@ impl Topic {
             name,
             dir,
             policy,
+            on_seal: None,
             state: Mutex::new(TopicState {
                 manifest,
                 active,
@@ -163,6 +180,12 @@ impl Topic {
                 NonZeroUsize::new(OPEN_SEALED_FILES).expect("non-zero"),
             )),
         }
+    }
+
+    /// Installs the listener told of every seal.
+    pub fn with_seal_listener(mut self, listener: Option<SealListener>) -> Self {
+        self.on_seal = listener;
+        self
     }
 
     pub fn name(&self) -> &TopicName {
@@ -271,6 +294,8 @@ impl Topic {
             crc32c: old.crc(),
             created_ms: to_millis(old.created()),
             sealed_ms: to_millis(now),
+            local: true,
+            offload: None,
         };
         let next_id = old.id() + 1;
         let mut manifest = state.manifest.clone();
@@ -294,6 +319,9 @@ impl Topic {
         };
         state.manifest = manifest;
         state.active = next;
+        if let Some(listener) = &self.on_seal {
+            listener(&self.name);
+        }
         info!(
             topic = %self.name,
             segment = sealed.id,
@@ -346,12 +374,22 @@ impl Topic {
 
     /// An open handle on a sealed segment's data file, shared between readers.
     pub fn open_sealed(&self, id: u64) -> Result<Arc<File>, LogError> {
-        if self.sealed_segment(id).is_none() {
-            return Err(LogError::NotFound(format!(
-                "segment {} of {}",
-                segment::data_file_name(id),
-                self.name
-            )));
+        match self.sealed_segment(id) {
+            None => {
+                return Err(LogError::NotFound(format!(
+                    "segment {} of {}",
+                    segment::data_file_name(id),
+                    self.name
+                )));
+            }
+            Some(s) if !s.local => {
+                return Err(LogError::NotLocal(format!(
+                    "segment {} of {}",
+                    segment::data_file_name(id),
+                    self.name
+                )));
+            }
+            Some(_) => {}
         }
         let mut files = self
             .sealed_files
@@ -364,6 +402,56 @@ impl Topic {
         let file = Arc::new(File::open(&path).map_err(io_error(&path, "open"))?);
         files.put(id, Arc::clone(&file));
         Ok(file)
+    }
+
+    /// Changes a sealed segment's record and saves the manifest; memory follows only once the
+    /// manifest is on disk.
+    pub fn update_sealed(
+        &self,
+        id: u64,
+        change: impl FnOnce(&mut SealedSegment),
+    ) -> Result<SealedSegment, LogError> {
+        let mut state = self.live()?;
+        let mut manifest = state.manifest.clone();
+        let index = manifest
+            .sealed
+            .binary_search_by_key(&id, |s| s.id)
+            .map_err(|_| LogError::NotFound(format!("segment {id} of {}", self.name)))?;
+        change(&mut manifest.sealed[index]);
+        manifest.save(&self.dir)?;
+        let updated = manifest.sealed[index].clone();
+        state.manifest = manifest;
+        Ok(updated)
+    }
+
+    /// Deletes the local copy of an offloaded segment: the manifest first records it gone, then
+    /// the files go (a crash in between leaves files that the next open removes).
+    pub fn drop_local_copy(&self, id: u64) -> Result<(), LogError> {
+        let segment = self
+            .sealed_segment(id)
+            .ok_or_else(|| LogError::NotFound(format!("segment {id} of {}", self.name)))?;
+        if !segment.offloaded() {
+            return Err(LogError::NotOffloaded(format!(
+                "segment {id} of {}",
+                self.name
+            )));
+        }
+        self.update_sealed(id, |s| s.local = false)?;
+        self.sealed_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop(&id);
+        remove_local_files(&self.dir, id)
+    }
+
+    /// Path of a sealed segment's local data file.
+    pub fn sealed_data_path(&self, id: u64) -> PathBuf {
+        self.dir.join(segment::data_file_name(id))
+    }
+
+    /// The entry index of a sealed segment that is on local disk.
+    pub fn sealed_index(&self, id: u64) -> Result<Vec<super::index::IndexRecord>, LogError> {
+        segment::read_index(&self.dir, id)
     }
 
     /// Marks the topic removed if it holds no entries; appends fail from then on.
@@ -391,6 +479,21 @@ fn active_info(active: &ActiveSegment) -> ActiveInfo {
         created: active.created(),
         modified: active.modified(),
     }
+}
+
+/// Removes a segment's local files; missing files are fine.
+fn remove_local_files(dir: &Path, id: u64) -> Result<(), LogError> {
+    for path in [
+        dir.join(segment::data_file_name(id)),
+        dir.join(segment::index_file_name(id)),
+    ] {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&path, "remove")(e)),
+        }
+    }
+    Ok(())
 }
 
 fn check_sealed_file(dir: &Path, sealed: &SealedSegment) -> Result<(), LogError> {
