@@ -8,4 +8,5 @@ pub mod fuse;
 pub mod log;
 pub mod mount;
 pub mod name;
+pub mod offload;
 pub mod store;

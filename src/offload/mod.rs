@@ -1,0 +1,54 @@
+//! The offloader: copies sealed segments to the object store and drops local copies after the
+//! deletion lag, as Pulsar's tiered storage does.
+//!
+//! An offload of segment N is two-phase and crash-safe:
+//!
+//! 1. intent: a fresh uuid and the object keys are recorded in the topic's local manifest;
+//! 2. the data object is uploaded as a multipart upload (its upload id is recorded too);
+//! 3. the index object (entry offsets, a CRC32C per read block) is written;
+//! 4. completion is recorded in the local manifest, and the topic's manifest object rewritten.
+//!
+//! A failed attempt aborts its multipart upload and deletes what it wrote, then clears its
+//! intent. At start, intents left by a crash are cleaned the same way (including uploads found
+//! with ListMultipartUploads) and the segments offloaded again. Only a complete offload ever
+//! lets the local copy go.
+
+mod index_object;
+mod layout;
+mod policy;
+mod remote_manifest;
+mod service;
+mod status;
+mod upload;
+
+pub use index_object::IndexObject;
+pub use layout::Layout;
+pub use policy::{NamespacePolicy, Policies, PolicyError};
+pub use remote_manifest::RemoteManifest;
+pub use service::Offloader;
+pub use status::{MessageId, OffloadStatus, State};
+
+use std::path::PathBuf;
+
+use crate::log::LogError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffloadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Pulsar's answer to a second offload while one runs.
+    #[error("Offload already in progress")]
+    AlreadyRunning,
+    #[error("offload task failed: {0}")]
+    Task(String),
+}
