@@ -109,6 +109,10 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
+                    if let Some(out) = e.stdout() {
+                        print!("{out}");
+                        eprintln!();
+                    }
                     eprintln!("{e}");
                     ExitCode::FAILURE
                 }

@@ -16,11 +16,15 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+use crate::admin::server::AdminState;
 use crate::admin::{endpoint, server};
 use crate::config::{Config, ConfigError};
-use crate::fs::TierFs;
+use crate::fs::{RemoteTier, TierFs};
 use crate::fuse::{FuseAdapter, MountSettings};
-use crate::log::{DataDirLock, LocalLog, LogError};
+use crate::log::{DataDirLock, LocalLog, LogError, SealListener};
+use crate::name::TopicName;
+use crate::offload::{Offloader, Policies, PolicyError};
+use crate::store::{self, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -54,6 +58,10 @@ pub enum MountError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot open the offload store: {0}")]
+    Store(StoreError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -73,7 +81,12 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
         source,
     })?;
     let _lock = DataDirLock::acquire(&options.data_dir, &options.mountpoint)?;
-    let (log, report) = LocalLog::open(&options.data_dir, config.rollover)?;
+    let (sealed_tx, sealed_rx) = tokio::sync::mpsc::unbounded_channel::<TopicName>();
+    let on_seal: SealListener = Arc::new(move |topic: &TopicName| {
+        let _ = sealed_tx.send(topic.clone());
+    });
+    let (log, report) =
+        LocalLog::open_with_listener(&options.data_dir, config.rollover, Some(on_seal))?;
     info!(
         topics = report.topics,
         repaired = report.repaired.len(),
@@ -88,6 +101,12 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
         .enable_all()
         .build()
         .map_err(MountError::Runtime)?;
+    let store = runtime
+        .block_on(store::connect(&config.offload, &options.data_dir))
+        .map_err(MountError::Store)?;
+    info!(driver = %config.offload.driver, store = %store.url(""), "offload store ready");
+    let policies = Policies::load(&options.data_dir, &config.offload)?;
+    let offloader = Offloader::new(Arc::clone(&log), store, config.offload.clone(), policies);
     let listener = runtime
         .block_on(server::bind(options.admin_listen))
         .map_err(|source| MountError::Admin {
@@ -99,7 +118,13 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
         source,
     })?;
 
-    let fs = Arc::new(TierFs::new(Arc::clone(&log)));
+    let fs = Arc::new(TierFs::with_remote(
+        Arc::clone(&log),
+        Some(RemoteTier {
+            offloader: Arc::clone(&offloader),
+            runtime: runtime.handle().clone(),
+        }),
+    ));
     let session = fuser::Session::new(
         FuseAdapter::new(fs),
         &options.mountpoint,
@@ -112,9 +137,18 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
     })?;
 
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin = runtime.spawn(server::serve(listener, Arc::clone(&log), async {
-        let _ = admin_stopped.await;
-    }));
+    let admin = runtime.spawn(server::serve(
+        listener,
+        AdminState {
+            log: Arc::clone(&log),
+            offloader: Arc::clone(&offloader),
+        },
+        async {
+            let _ = admin_stopped.await;
+        },
+    ));
+    let (stop_offloader, offloader_stopped) = tokio::sync::watch::channel(false);
+    let offloads = runtime.spawn(Arc::clone(&offloader).run(sealed_rx, offloader_stopped));
     let url =
         endpoint::publish(&options.data_dir, admin_addr).map_err(|source| MountError::Admin {
             addr: admin_addr,
@@ -144,6 +178,12 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
     let _ = timer.join();
     let _ = stop_admin.send(());
     let _ = runtime.block_on(admin);
+    let _ = stop_offloader.send(true);
+    let _ = runtime.block_on(offloads);
+    if offloader.busy() {
+        info!("stopping with offloads in flight; they are cleaned and retried at the next mount");
+    }
+    runtime.shutdown_timeout(Duration::from_secs(5));
     endpoint::withdraw(&options.data_dir);
     log.sync_all()?;
     info!("tierfs stopped cleanly; every entry is on disk");

@@ -10,6 +10,7 @@ use super::endpoint;
 use super::model::{InternalStats, SealedInfo};
 use crate::log::data_file_name;
 use crate::name::{NameKind, NamespaceName, TopicName, validate};
+use crate::offload::{MessageId, OffloadStatus, State};
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -54,6 +55,27 @@ pub enum NamespacesCommand {
     Create { namespace: String },
     /// Delete an empty namespace
     Delete { namespace: String },
+    /// Offload automatically once a topic keeps more than SIZE locally (0: at once; <0: never)
+    SetOffloadThreshold {
+        /// e.g. 10M, 16G, 3T, 100; negative disables automatic offload
+        #[arg(short = 's', long = "size", allow_hyphen_values = true)]
+        size: String,
+        namespace: String,
+    },
+    /// The namespace's offload threshold in bytes (the broker's when unset)
+    GetOffloadThreshold { namespace: String },
+    /// Fall back to the broker's offload threshold
+    RemoveOffloadThreshold { namespace: String },
+    /// How long a local copy stays after its segment is offloaded (e.g. 10m, 5h, 3d, 2w)
+    SetOffloadDeletionLag {
+        #[arg(short = 'l', long = "lag")]
+        lag: String,
+        namespace: String,
+    },
+    /// The namespace's offload deletion lag
+    GetOffloadDeletionLag { namespace: String },
+    /// Fall back to the broker's offload deletion lag
+    ClearOffloadDeletionLag { namespace: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +90,78 @@ pub enum TopicsCommand {
     StatsInternal { topic: String },
     /// Seal the active segment now and start a new one
     Seal { topic: String },
+    /// Offload the oldest segments, keeping at most --size-threshold bytes locally
+    Offload {
+        /// Maximum amount of data to keep locally for the topic (e.g. 10M, 5G)
+        #[arg(short = 's', long = "size-threshold", allow_hyphen_values = true)]
+        size_threshold: String,
+        topic: String,
+    },
+    /// The status of the topic's last offload
+    OffloadStatus {
+        /// Wait for offloading to complete (with a progress bar on a terminal)
+        #[arg(short = 'w', long = "wait-complete")]
+        wait: bool,
+        topic: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::model::LedgerInfo;
+
+    #[test]
+    fn sizes_and_durations_parse_as_pulsar_admin_does() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("10M").unwrap(), 10 << 20);
+        assert_eq!(parse_size("100k").unwrap(), 100 << 10);
+        assert_eq!(parse_size("-1").unwrap(), -1);
+        assert!(
+            parse_size("10MB")
+                .unwrap_err()
+                .to_string()
+                .contains("Invalid size '10MB'")
+        );
+        assert_eq!(parse_duration_ms("10m").unwrap(), 600_000);
+        assert_eq!(parse_duration_ms("2w").unwrap(), 14 * 86_400_000);
+        assert_eq!(parse_duration_ms("30").unwrap(), 30_000);
+        assert!(
+            parse_duration_ms("5x")
+                .unwrap_err()
+                .to_string()
+                .contains("Invalid time unit 'x'")
+        );
+    }
+
+    #[test]
+    fn threshold_picks_the_message_id_like_pulsar_admin() {
+        let ledger = |id, size| LedgerInfo {
+            ledger_id: id,
+            entries: 1,
+            size,
+            offloaded: false,
+            under_replicated: false,
+        };
+        let mut stats = InternalStats::from(&crate::log::TopicSnapshot {
+            sealed: vec![],
+            active: crate::log::ActiveInfo {
+                id: 2,
+                size: 3000,
+                entries: 1,
+                crc32c: 0,
+                created: std::time::SystemTime::now(),
+                modified: std::time::SystemTime::now(),
+            },
+            created: std::time::SystemTime::now(),
+        });
+        stats.ledgers = vec![ledger(0, 1000), ledger(1, 2000), ledger(2, 0)];
+        // Pulsar's own test: sizes 1000/2000/3000.
+        assert_eq!(first_ledger_within_threshold(&stats, i64::MAX), None);
+        assert_eq!(first_ledger_within_threshold(&stats, 0), Some(2));
+        assert_eq!(first_ledger_within_threshold(&stats, 1000), Some(2));
+        assert_eq!(first_ledger_within_threshold(&stats, 5000), Some(1));
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +172,124 @@ pub enum CliError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Name(#[from] crate::name::NameError),
+    #[error("{0}")]
+    Usage(String),
+    /// The offload failed: Pulsar prints "Error in offload", then the reason, and exits 1.
+    #[error("Reason: Error offloading: {0}")]
+    OffloadFailed(String),
+}
+
+impl CliError {
+    /// What goes to standard output before the error (Pulsar's "Error in offload").
+    pub fn stdout(&self) -> Option<&'static str> {
+        matches!(self, CliError::OffloadFailed(_)).then_some("Error in offload\n")
+    }
+}
+
+/// Pulsar's size strings: a byte count, or a number with k/m/g/t (powers of 1024, any case).
+pub fn parse_size(text: &str) -> Result<i64, CliError> {
+    let invalid = || {
+        CliError::Usage(format!(
+            "Invalid size '{text}'. Valid formats are: (4096, 100K, 10M, 16G, 2T)"
+        ))
+    };
+    let text = text.trim();
+    let (number, shift) = match text.chars().last() {
+        Some('k' | 'K') => (&text[..text.len() - 1], 10),
+        Some('m' | 'M') => (&text[..text.len() - 1], 20),
+        Some('g' | 'G') => (&text[..text.len() - 1], 30),
+        Some('t' | 'T') => (&text[..text.len() - 1], 40),
+        _ => (text, 0),
+    };
+    let value: i64 = number.parse().map_err(|_| invalid())?;
+    value.checked_mul(1i64 << shift).ok_or_else(invalid)
+}
+
+/// Pulsar's relative times: a number with s, m, h, d, w or y (seconds when bare).
+pub fn parse_duration_ms(text: &str) -> Result<u64, CliError> {
+    let text = text.trim().to_ascii_lowercase();
+    let last = text
+        .chars()
+        .last()
+        .ok_or_else(|| CliError::Usage("the time cannot be empty".into()))?;
+    let (number, seconds) = match last {
+        's' => (&text[..text.len() - 1], 1),
+        'm' => (&text[..text.len() - 1], 60),
+        'h' => (&text[..text.len() - 1], 3600),
+        'd' => (&text[..text.len() - 1], 86_400),
+        'w' => (&text[..text.len() - 1], 7 * 86_400),
+        'y' => (&text[..text.len() - 1], 365 * 86_400),
+        c if c.is_ascii_digit() => (text.as_str(), 1),
+        c => return Err(CliError::Usage(format!("Invalid time unit '{c}'"))),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| CliError::Usage(format!("Invalid time '{text}'")))?;
+    value
+        .checked_mul(seconds * 1000)
+        .ok_or_else(|| CliError::Usage(format!("Invalid time '{text}'")))
+}
+
+/// pulsar-admin's choice of the message id for `topics offload --size-threshold`: walking from
+/// the newest ledger, the first one whose suffix of the topic exceeds the threshold; everything
+/// before the next-newer ledger is offloaded.
+fn first_ledger_within_threshold(stats: &InternalStats, threshold: i64) -> Option<i64> {
+    let mut ledgers = stats.ledgers.clone();
+    if let Some(last) = ledgers.last_mut() {
+        last.size = stats.current_ledger_size as i64;
+    }
+    let mut suffix = 0i64;
+    let mut previous = ledgers.last()?.ledger_id;
+    for ledger in ledgers.iter().rev() {
+        suffix += ledger.size;
+        if suffix > threshold {
+            return Some(previous);
+        }
+        previous = ledger.ledger_id;
+    }
+    None
+}
+
+fn namespace_path(ns: &NamespaceName, what: &str) -> String {
+    format!("/admin/v2/namespaces/{}/{}/{what}", ns.tenant, ns.namespace)
+}
+
+async fn offload_status(
+    client: &AdminClient,
+    topic: &TopicName,
+    wait: bool,
+) -> Result<String, CliError> {
+    let path = format!("{}/offload", topic_path(topic));
+    let mut status: OffloadStatus = client.get_json(&path).await?;
+    if wait && status.status == State::Running {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(status.bytes_total),
+            indicatif::ProgressDrawTarget::stdout(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        while status.status == State::Running {
+            bar.set_length(status.bytes_total);
+            bar.set_position(status.bytes_uploaded);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            status = client.get_json(&path).await?;
+        }
+        bar.finish_and_clear();
+    }
+    Ok(match status.status {
+        State::NotRun => format!(
+            "Offload has not been run for {} since broker startup\n",
+            topic.persistent()
+        ),
+        State::Running => "Offload is currently running\n".to_string(),
+        State::Success => "Offload was a success\n".to_string(),
+        State::Error => return Err(CliError::OffloadFailed(status.last_error)),
+    })
 }
 
 fn topic_path(topic: &TopicName) -> String {
@@ -136,6 +348,61 @@ pub async fn run(args: AdminArgs) -> Result<String, CliError> {
                     .await?;
                 String::new()
             }
+            NamespacesCommand::SetOffloadThreshold { size, namespace } => {
+                let ns = NamespaceName::parse(&namespace)?;
+                let bytes = parse_size(&size)?;
+                client
+                    .send_json(
+                        Method::PUT,
+                        &namespace_path(&ns, "offloadThreshold"),
+                        &bytes,
+                    )
+                    .await?;
+                String::new()
+            }
+            NamespacesCommand::GetOffloadThreshold { namespace } => {
+                let ns = NamespaceName::parse(&namespace)?;
+                let bytes: i64 = client
+                    .get_json(&namespace_path(&ns, "offloadThreshold"))
+                    .await?;
+                format!("{bytes}\n")
+            }
+            NamespacesCommand::RemoveOffloadThreshold { namespace } => {
+                let ns = NamespaceName::parse(&namespace)?;
+                client
+                    .call(Method::DELETE, &namespace_path(&ns, "offloadThreshold"))
+                    .await?;
+                String::new()
+            }
+            NamespacesCommand::SetOffloadDeletionLag { lag, namespace } => {
+                let ns = NamespaceName::parse(&namespace)?;
+                let ms = parse_duration_ms(&lag)?;
+                client
+                    .send_json(
+                        Method::PUT,
+                        &namespace_path(&ns, "offloadDeletionLagMs"),
+                        &ms,
+                    )
+                    .await?;
+                String::new()
+            }
+            NamespacesCommand::GetOffloadDeletionLag { namespace } => {
+                let ns = NamespaceName::parse(&namespace)?;
+                let ms: Option<u64> = client
+                    .get_json(&namespace_path(&ns, "offloadDeletionLagMs"))
+                    .await?;
+                match ms {
+                    Some(ms) => format!("{} minute(s)\n", ms / 60_000),
+                    None => "Unset for namespace. Defaulting to broker setting.\n".to_string(),
+                }
+            }
+            NamespacesCommand::ClearOffloadDeletionLag { namespace } => {
+                let ns = NamespaceName::parse(&namespace)?;
+                client
+                    .call(Method::DELETE, &namespace_path(&ns, "offloadDeletionLagMs"))
+                    .await?;
+                String::new()
+            }
         },
         AdminCommand::Topics(cmd) => match cmd {
             TopicsCommand::List { namespace } => {
@@ -175,6 +442,40 @@ pub async fn run(args: AdminArgs) -> Result<String, CliError> {
                     sealed.entries,
                     sealed.size
                 )
+            }
+            TopicsCommand::Offload {
+                size_threshold,
+                topic,
+            } => {
+                let topic = TopicName::parse(&topic)?;
+                let threshold = parse_size(&size_threshold)?;
+                let stats: InternalStats = client
+                    .get_json(&format!("{}/internalStats", topic_path(&topic)))
+                    .await?;
+                if stats.ledgers.is_empty() {
+                    return Err(CliError::Usage("Topic doesn't have any data".into()));
+                }
+                match first_ledger_within_threshold(&stats, threshold) {
+                    None => "Nothing to offload\n".to_string(),
+                    Some(ledger) => {
+                        let id = MessageId {
+                            ledger_id: ledger,
+                            entry_id: 0,
+                            partition_index: -1,
+                        };
+                        client
+                            .send_json(Method::PUT, &format!("{}/offload", topic_path(&topic)), &id)
+                            .await?;
+                        format!(
+                            "Offload triggered for {} for messages before {id}\n",
+                            topic.persistent()
+                        )
+                    }
+                }
+            }
+            TopicsCommand::OffloadStatus { wait, topic } => {
+                let topic = TopicName::parse(&topic)?;
+                offload_status(&client, &topic, wait).await?
             }
         },
     })

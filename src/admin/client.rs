@@ -50,11 +50,27 @@ impl AdminClient {
 
     /// Sends a request and returns the body of a successful answer.
     pub async fn call(&self, method: Method, path: &str) -> Result<Bytes, ClientError> {
+        self.send(method, path, Bytes::new()).await
+    }
+
+    /// Sends a JSON body.
+    pub async fn send_json<T: serde::Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &T,
+    ) -> Result<Bytes, ClientError> {
+        let body = serde_json::to_vec(body).expect("request bodies serialize");
+        self.send(method, path, Bytes::from(body)).await
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Bytes) -> Result<Bytes, ClientError> {
         let url = format!("{}{path}", self.base);
         let request = Request::builder()
             .method(method)
             .uri(&url)
-            .body(Full::new(Bytes::new()))
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
             .map_err(|e| ClientError::BadUrl {
                 url: url.clone(),
                 reason: e.to_string(),

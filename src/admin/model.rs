@@ -78,7 +78,7 @@ impl From<&TopicSnapshot> for InternalStats {
                 ledger_id: s.id as i64,
                 entries: s.entries as i64,
                 size: s.size as i64,
-                offloaded: false,
+                offloaded: s.offloaded(),
                 under_replicated: false,
             })
             .collect();

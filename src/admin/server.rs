@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -18,6 +18,26 @@ use tracing::info;
 use super::model::{ErrorBody, InternalStats, SealedInfo};
 use crate::log::{LocalLog, LogError};
 use crate::name::{NameError, NameKind, NamespaceName, TopicName, validate};
+use crate::offload::{MessageId, OffloadError, OffloadStatus, Offloader, PolicyError};
+
+/// What the handlers work on.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    pub log: Arc<LocalLog>,
+    pub offloader: Arc<Offloader>,
+}
+
+impl FromRef<AdminState> for Arc<LocalLog> {
+    fn from_ref(state: &AdminState) -> Self {
+        Arc::clone(&state.log)
+    }
+}
+
+impl FromRef<AdminState> for Arc<Offloader> {
+    fn from_ref(state: &AdminState) -> Self {
+        Arc::clone(&state.offloader)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -25,6 +45,14 @@ pub enum ApiError {
     Log(#[from] LogError),
     #[error(transparent)]
     Name(#[from] NameError),
+    #[error(transparent)]
+    Offload(#[from] OffloadError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("Topic not found")]
+    TopicNotFound,
+    #[error("{0}")]
+    Invalid(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -33,7 +61,11 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Name(_) => StatusCode::PRECONDITION_FAILED,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) | ApiError::Policy(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::TopicNotFound => StatusCode::NOT_FOUND,
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Offload(OffloadError::AlreadyRunning) => StatusCode::CONFLICT,
+            ApiError::Offload(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Log(e) => match e {
                 LogError::NotFound(_) | LogError::Removed(_) => StatusCode::NOT_FOUND,
                 LogError::AlreadyExists(_) | LogError::NotEmpty(_) | LogError::NothingToSeal(_) => {
@@ -60,8 +92,8 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// The routes, over a shared log.
-pub fn router(log: Arc<LocalLog>) -> Router {
+/// The routes, over a shared log and offloader.
+pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/admin/v2/tenants", get(list_tenants))
         .route(
@@ -89,7 +121,23 @@ pub fn router(log: Arc<LocalLog>) -> Router {
             "/admin/v2/persistent/{tenant}/{namespace}/{topic}/seal",
             post(seal),
         )
-        .with_state(log)
+        .route(
+            "/admin/v2/persistent/{tenant}/{namespace}/{topic}/offload",
+            put(trigger_offload).get(offload_status),
+        )
+        .route(
+            "/admin/v2/namespaces/{tenant}/{namespace}/offloadThreshold",
+            get(get_threshold)
+                .put(set_threshold)
+                .delete(remove_threshold),
+        )
+        .route(
+            "/admin/v2/namespaces/{tenant}/{namespace}/offloadDeletionLagMs",
+            get(get_deletion_lag)
+                .put(set_deletion_lag)
+                .delete(clear_deletion_lag),
+        )
+        .with_state(state)
 }
 
 /// Binds the listener; the caller learns the real address (port 0 picks a free one).
@@ -100,10 +148,10 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    log: Arc<LocalLog>,
+    state: AdminState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(log))
+    axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -154,11 +202,13 @@ async fn create_namespace(
 }
 
 async fn delete_namespace(
-    State(log): State<Arc<LocalLog>>,
+    State(state): State<AdminState>,
     Path((tenant, namespace)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let ns = NamespaceName::new(&tenant, &namespace)?;
-    blocking(move || log.remove_namespace(&ns)).await?;
+    let (log, name) = (Arc::clone(&state.log), ns.clone());
+    blocking(move || log.remove_namespace(&name)).await?;
+    state.offloader.policies().forget(&ns)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -211,6 +261,119 @@ async fn seal(
     let topic = log.topic(&name)?;
     let sealed = blocking(move || topic.seal_now(SystemTime::now())).await?;
     Ok(Json(SealedInfo::from(&sealed)))
+}
+
+fn existing_topic(
+    log: &LocalLog,
+    tenant: &str,
+    namespace: &str,
+    topic: &str,
+) -> Result<TopicName, ApiError> {
+    let name = TopicName::new(tenant, namespace, topic)?;
+    log.topic(&name).map_err(|_| ApiError::TopicNotFound)?;
+    Ok(name)
+}
+
+fn existing_namespace(
+    log: &LocalLog,
+    tenant: &str,
+    namespace: &str,
+) -> Result<NamespaceName, ApiError> {
+    let ns = NamespaceName::new(tenant, namespace)?;
+    log.topics(&ns)?;
+    Ok(ns)
+}
+
+async fn trigger_offload(
+    State(state): State<AdminState>,
+    Path((tenant, namespace, topic)): Path<(String, String, String)>,
+    Json(before): Json<MessageId>,
+) -> Result<StatusCode, ApiError> {
+    let name = existing_topic(&state.log, &tenant, &namespace, &topic)?;
+    let ledger = u64::try_from(before.ledger_id)
+        .map_err(|_| ApiError::Invalid(format!("Invalid position for offload: {before}")))?;
+    state.offloader.offload_before(&name, ledger)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn offload_status(
+    State(state): State<AdminState>,
+    Path((tenant, namespace, topic)): Path<(String, String, String)>,
+) -> ApiResult<OffloadStatus> {
+    let name = existing_topic(&state.log, &tenant, &namespace, &topic)?;
+    Ok(Json(state.offloader.status(&name)))
+}
+
+async fn get_threshold(
+    State(state): State<AdminState>,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> ApiResult<i64> {
+    let ns = existing_namespace(&state.log, &tenant, &namespace)?;
+    Ok(Json(
+        state.offloader.policies().effective(&ns).threshold_bytes,
+    ))
+}
+
+async fn set_threshold(
+    State(state): State<AdminState>,
+    Path((tenant, namespace)): Path<(String, String)>,
+    Json(bytes): Json<i64>,
+) -> Result<StatusCode, ApiError> {
+    let ns = existing_namespace(&state.log, &tenant, &namespace)?;
+    state
+        .offloader
+        .policies()
+        .update(&ns, |p| p.offload_threshold = Some(bytes))?;
+    info!(namespace = %ns, bytes, "offload threshold set");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_threshold(
+    State(state): State<AdminState>,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let ns = existing_namespace(&state.log, &tenant, &namespace)?;
+    state
+        .offloader
+        .policies()
+        .update(&ns, |p| p.offload_threshold = None)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_deletion_lag(
+    State(state): State<AdminState>,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> ApiResult<Option<u64>> {
+    let ns = existing_namespace(&state.log, &tenant, &namespace)?;
+    Ok(Json(
+        state.offloader.policies().get(&ns).offload_deletion_lag_ms,
+    ))
+}
+
+async fn set_deletion_lag(
+    State(state): State<AdminState>,
+    Path((tenant, namespace)): Path<(String, String)>,
+    Json(ms): Json<u64>,
+) -> Result<StatusCode, ApiError> {
+    let ns = existing_namespace(&state.log, &tenant, &namespace)?;
+    state
+        .offloader
+        .policies()
+        .update(&ns, |p| p.offload_deletion_lag_ms = Some(ms))?;
+    info!(namespace = %ns, ms, "offload deletion lag set");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn clear_deletion_lag(
+    State(state): State<AdminState>,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let ns = existing_namespace(&state.log, &tenant, &namespace)?;
+    state
+        .offloader
+        .policies()
+        .update(&ns, |p| p.offload_deletion_lag_ms = None)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Runs file-system work (fsync, directory changes) off the async workers.

@@ -38,6 +38,9 @@ pub struct Attr {
     pub crtime: SystemTime,
     /// Whether the node never changes (a sealed segment).
     pub immutable: bool,
+    /// Whether the bytes are on local disk; an offloaded segment whose local copy is gone
+    /// occupies no blocks, so `du` and `ls -s` show where data lives.
+    pub local: bool,
 }
 
 impl Attr {
@@ -51,6 +54,9 @@ impl Attr {
 
     /// Allocated size in 512-byte blocks, as `stat` and `du` count.
     pub fn blocks(&self) -> u64 {
+        if !self.local {
+            return 0;
+        }
         self.size.div_ceil(512)
     }
 }
@@ -91,6 +97,7 @@ impl Owner {
             ctime: mtime,
             crtime,
             immutable: false,
+            local: true,
         }
     }
 
@@ -109,6 +116,7 @@ impl Owner {
             ctime: sealed,
             crtime: crate::log::manifest_time(segment.created_ms),
             immutable: true,
+            local: segment.local,
         }
     }
 
@@ -126,6 +134,7 @@ impl Owner {
             ctime: active.modified,
             crtime: active.created,
             immutable: false,
+            local: true,
         }
     }
 }

@@ -26,6 +26,12 @@ pub enum FsError {
         path: String,
         source: std::io::Error,
     },
+    /// The object store failed (after its retries): EIO, never ENOENT.
+    #[error("{path}: {source}")]
+    Store {
+        path: String,
+        source: crate::store::StoreError,
+    },
     #[error("file handle {0} is not open")]
     BadHandle(u64),
     #[error("{path} has no extended attribute {name}")]

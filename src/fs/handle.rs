@@ -31,6 +31,11 @@ pub enum Handle {
         /// Where this handle's next write lands if it keeps writing its own stream.
         position: Mutex<u64>,
     },
+    /// A sealed segment read from its object in the store.
+    Remote {
+        key: String,
+        size: u64,
+    },
     Directory {
         entries: Vec<DirEntry>,
     },

@@ -30,8 +30,11 @@ use attr::Owner;
 use handle::{Handle, HandleTable};
 use inode::InodeTable;
 
-use crate::log::{AppendAt, LocalLog, Topic, TopicSnapshot, parse_data_file_name};
+use crate::config::ReadPriority;
+use crate::log::{AppendAt, LocalLog, SealedSegment, Topic, TopicSnapshot, parse_data_file_name};
 use crate::name::{NamespaceName, TopicName};
+use crate::offload::Offloader;
+use crate::store::StoreError;
 
 pub const ACTIVE_NAME: &str = "active";
 
@@ -69,9 +72,25 @@ pub struct StatFs {
     pub frsize: u32,
 }
 
+/// The object tier as the filesystem sees it: where offloaded bytes are read from.
+#[derive(Debug, Clone)]
+pub struct RemoteTier {
+    pub offloader: Arc<Offloader>,
+    /// The runtime the store's client lives on; FUSE threads wait on it.
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl RemoteTier {
+    fn read(&self, key: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes, StoreError> {
+        self.runtime
+            .block_on(self.offloader.store().get_range(key, range))
+    }
+}
+
 #[derive(Debug)]
 pub struct TierFs {
     log: Arc<LocalLog>,
+    remote: Option<RemoteTier>,
     inodes: InodeTable,
     handles: HandleTable,
     owner: Owner,
@@ -79,8 +98,14 @@ pub struct TierFs {
 
 impl TierFs {
     pub fn new(log: Arc<LocalLog>) -> Self {
+        Self::with_remote(log, None)
+    }
+
+    /// A filesystem that also reads offloaded segments from the object tier.
+    pub fn with_remote(log: Arc<LocalLog>, remote: Option<RemoteTier>) -> Self {
         Self {
             log,
+            remote,
             inodes: InodeTable::default(),
             handles: HandleTable::default(),
             owner: Owner::current(),
@@ -429,12 +454,18 @@ impl TierFs {
                     });
                 }
                 let topic = self.topic(t)?;
-                let size = topic
+                let segment = topic
                     .sealed_segment(*id)
-                    .ok_or_else(|| FsError::NotFound(node.to_string()))?
-                    .size;
-                let file = topic.open_sealed(*id).map_err(FsError::log(&node))?;
-                let fh = self.handles.insert(Handle::Sealed { file, size });
+                    .ok_or_else(|| FsError::NotFound(node.to_string()))?;
+                let size = segment.size;
+                let handle = match self.remote_key(&segment) {
+                    Some(key) => Handle::Remote { key, size },
+                    None => Handle::Sealed {
+                        file: topic.open_sealed(*id).map_err(FsError::log(&node))?,
+                        size,
+                    },
+                };
+                let fh = self.handles.insert(handle);
                 Ok(Opened {
                     fh,
                     direct_io: false,
@@ -460,9 +491,44 @@ impl TierFs {
         }
     }
 
+    /// Which copy of a sealed segment reads use: the object when there is no local copy, or
+    /// when both exist and `managedLedgerDataReadPriority` is `tiered-storage-first`.
+    fn remote_key(&self, segment: &SealedSegment) -> Option<String> {
+        let remote = self.remote.as_ref()?;
+        let record = segment.offload.as_ref().filter(|r| r.is_complete())?;
+        let prefer_remote =
+            remote.offloader.config().read_priority == ReadPriority::TieredStorageFirst;
+        (!segment.local || prefer_remote).then(|| record.data_key.clone())
+    }
+
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
         let handle = self.handles.get(fh).ok_or(FsError::BadHandle(fh))?;
+        if let Handle::Remote { key, size: len } = handle.as_ref() {
+            if offset >= *len {
+                return Ok(Vec::new());
+            }
+            let end = (*len).min(offset + u64::from(size));
+            let remote = self.remote.as_ref().ok_or(FsError::BadHandle(fh))?;
+            let bytes = remote
+                .read(key, offset..end)
+                .map_err(|source| FsError::Store {
+                    path: remote.offloader.store().url(key),
+                    source,
+                })?;
+            if bytes.len() as u64 != end - offset {
+                return Err(FsError::Store {
+                    path: remote.offloader.store().url(key),
+                    source: StoreError::Other(format!(
+                        "asked for {} bytes at {offset}, got {}",
+                        end - offset,
+                        bytes.len()
+                    )),
+                });
+            }
+            return Ok(bytes.to_vec());
+        }
         let (file, len, path) = match handle.as_ref() {
+            Handle::Remote { .. } => unreachable!("handled above"),
             Handle::Sealed { file, size } => (Arc::clone(file), *size, format!("file handle {fh}")),
             Handle::Active { topic, .. } => {
                 let (_, file, len) = topic.active_file().map_err(FsError::log(topic.name()))?;
@@ -530,7 +596,13 @@ impl TierFs {
                     .topic(t)?
                     .sealed_segment(*id)
                     .ok_or_else(|| FsError::NotFound(node.to_string()))?;
-                Ok(xattr::of_sealed(&segment))
+                let url = match (&self.remote, &segment.offload) {
+                    (Some(remote), Some(record)) => {
+                        Some(remote.offloader.store().url(&record.data_key))
+                    }
+                    _ => None,
+                };
+                Ok(xattr::of_sealed(&segment, url))
             }
             Node::Active(t) => Ok(xattr::of_active(&self.topic(t)?.active_info())),
             _ => Ok(Vec::new()),

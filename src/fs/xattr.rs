@@ -8,15 +8,29 @@ pub const STATE: &str = "user.tierfs.state";
 pub const LOCAL: &str = "user.tierfs.local";
 pub const ENTRIES: &str = "user.tierfs.entries";
 pub const CRC32C: &str = "user.tierfs.crc32c";
+pub const OBJECT: &str = "user.tierfs.object";
 
-/// The attributes of a sealed segment, in listing order.
-pub fn of_sealed(segment: &SealedSegment) -> Vec<(&'static str, String)> {
-    vec![
-        (STATE, "sealed".to_string()),
-        (LOCAL, "yes".to_string()),
+/// The attributes of a sealed segment, in listing order; `object_url` names its data object
+/// once an offload has started.
+pub fn of_sealed(
+    segment: &SealedSegment,
+    object_url: Option<String>,
+) -> Vec<(&'static str, String)> {
+    let state = match &segment.offload {
+        Some(record) if record.is_complete() => "offloaded",
+        Some(_) => "offloading",
+        None => "sealed",
+    };
+    let mut attrs = vec![
+        (STATE, state.to_string()),
+        (LOCAL, if segment.local { "yes" } else { "no" }.to_string()),
         (ENTRIES, segment.entries.to_string()),
         (CRC32C, format!("{:08x}", segment.crc32c)),
-    ]
+    ];
+    if let Some(url) = object_url {
+        attrs.push((OBJECT, url));
+    }
+    attrs
 }
 
 /// The attributes of the active segment, in listing order.

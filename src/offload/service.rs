@@ -168,7 +168,7 @@ impl Offloader {
                     .store(uploaded.load(Ordering::Relaxed), Ordering::Relaxed);
                 if let Err(e) = result {
                     error!(topic = %topic.name(), segment = id, error = %e, "offload failed");
-                    progress.fail(format!("Error offloading: {e}"));
+                    progress.fail(e.to_string());
                     return;
                 }
             }

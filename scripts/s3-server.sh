@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# A real S3-compatible server (Garage) on loopback for tests and benchmarks.
+#
+#   scripts/s3-server.sh install        install garage 2.5.0 from crates.io unless it is there
+#   scripts/s3-server.sh start DIR      configure and start a single-node server under DIR, create
+#                                       the access key and buckets, write DIR/env (shell exports)
+#   scripts/s3-server.sh stop DIR       stop it
+#
+# DIR/env exports TIERFS_TEST_S3_ENDPOINT, TIERFS_TEST_S3_REGION, TIERFS_TEST_S3_BUCKET,
+# TIERFS_TEST_S3_OSS_BUCKET, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (test-only credentials).
+# Virtual-hosted style (needed by the aliyun-oss driver) uses root_domain ".localhost" and one
+# /etc/hosts line per bucket, which `start` adds when it may.
+set -euo pipefail
+
+GARAGE_VERSION=2.5.0
+S3_PORT=${TIERFS_TEST_S3_PORT:-3900}
+RPC_PORT=$((S3_PORT + 1))
+REGION=us-east-1
+BUCKET=tierfs-test
+OSS_BUCKET=tierfs-oss
+# Test-only credentials for a server that listens on loopback only.
+KEY_ID=GK0123456789abcdef01234567
+KEY_SECRET=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+
+[[ -f "$HOME/.cargo/env" ]] && . "$HOME/.cargo/env"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+install() {
+  if command -v garage >/dev/null 2>&1 && garage --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
+    return 0
+  fi
+  echo "s3-server: installing garage $GARAGE_VERSION from crates.io (about 10 minutes on 2 cores)"
+  cargo install "garage@$GARAGE_VERSION" --locked --no-default-features \
+    --features bundled-libs,lmdb,sqlite --quiet
+}
+
+start() {
+  local dir=$1
+  install
+  mkdir -p "$dir/meta" "$dir/data"
+  dir=$(cd "$dir" && pwd)
+  cat >"$dir/garage.toml" <<TOML
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$RPC_PORT"
+rpc_public_addr = "127.0.0.1:$RPC_PORT"
+rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+[s3_api]
+s3_region = "$REGION"
+api_bind_addr = "127.0.0.1:$S3_PORT"
+root_domain = ".localhost"
+TOML
+  local g=(garage -c "$dir/garage.toml")
+  "${g[@]}" server >"$dir/server.log" 2>&1 &
+  echo $! >"$dir/pid"
+  for _ in $(seq 100); do
+    "${g[@]}" status >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  local node
+  node=$("${g[@]}" node id -q 2>/dev/null | cut -d@ -f1)
+  [[ -n "$node" ]] || { cat "$dir/server.log" >&2; echo "s3-server: garage did not start" >&2; exit 1; }
+  "${g[@]}" layout assign -z dc1 -c 1G "$node" >/dev/null
+  "${g[@]}" layout apply --version 1 >/dev/null
+  "${g[@]}" key import --yes -n tierfs "$KEY_ID" "$KEY_SECRET" >/dev/null
+  for bucket in "$BUCKET" "$OSS_BUCKET"; do
+    "${g[@]}" bucket create "$bucket" >/dev/null
+    "${g[@]}" bucket allow --read --write --owner "$bucket" --key tierfs >/dev/null
+    if ! grep -q "[[:space:]]$bucket.localhost\$" /etc/hosts 2>/dev/null; then
+      echo "127.0.0.1 $bucket.localhost" >>/etc/hosts 2>/dev/null ||
+        echo "s3-server: cannot add $bucket.localhost to /etc/hosts; virtual-hosted requests will fail" >&2
+    fi
+  done
+  for _ in $(seq 100); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$S3_PORT/" || true)
+    [[ "$code" == "403" || "$code" == "200" ]] && break
+    sleep 0.1
+  done
+  cat >"$dir/env" <<ENV
+export TIERFS_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+export TIERFS_TEST_S3_VHOST_ENDPOINT=http://localhost:$S3_PORT
+export TIERFS_TEST_S3_REGION=$REGION
+export TIERFS_TEST_S3_BUCKET=$BUCKET
+export TIERFS_TEST_S3_OSS_BUCKET=$OSS_BUCKET
+export AWS_ACCESS_KEY_ID=$KEY_ID
+export AWS_SECRET_ACCESS_KEY=$KEY_SECRET
+export AWS_REGION=$REGION
+export AWS_EC2_METADATA_DISABLED=true
+ENV
+  echo "s3-server: garage $GARAGE_VERSION serving http://localhost:$S3_PORT (buckets $BUCKET, $OSS_BUCKET); env in $dir/env"
+}
+
+stop() {
+  local dir=$1
+  if [[ -f "$dir/pid" ]]; then
+    kill "$(cat "$dir/pid")" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$(cat "$dir/pid")" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$(cat "$dir/pid")" 2>/dev/null || true
+    rm -f "$dir/pid"
+  fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start "${2:?usage: s3-server.sh start DIR}" ;;
+  stop) stop "${2:?usage: s3-server.sh stop DIR}" ;;
+  *) echo "usage: $0 install | start DIR | stop DIR" >&2; exit 2 ;;
+esac
