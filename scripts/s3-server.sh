@@ -13,8 +13,6 @@
 set -euo pipefail
 
 GARAGE_VERSION=2.5.0
-S3_PORT=${TIERFS_TEST_S3_PORT:-3900}
-RPC_PORT=$((S3_PORT + 1))
 REGION=us-east-1
 BUCKET=tierfs-test
 OSS_BUCKET=tierfs-oss
@@ -34,9 +32,28 @@ install() {
     --features bundled-libs,lmdb,sqlite --quiet
 }
 
+port_free() {
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# The S3 port (and the RPC port after it): TIERFS_TEST_S3_PORT, or the first free pair from 3900.
+pick_ports() {
+  if [[ -n "${TIERFS_TEST_S3_PORT:-}" ]]; then
+    S3_PORT=$TIERFS_TEST_S3_PORT
+  else
+    S3_PORT=3900
+    while ! port_free "$S3_PORT" || ! port_free $((S3_PORT + 1)); do
+      S3_PORT=$((S3_PORT + 2))
+      ((S3_PORT < 4100)) || { echo "s3-server: no free port pair in 3900-4100" >&2; exit 1; }
+    done
+  fi
+  RPC_PORT=$((S3_PORT + 1))
+}
+
 start() {
   local dir=$1
   install
+  pick_ports
   mkdir -p "$dir/meta" "$dir/data"
   dir=$(cd "$dir" && pwd)
   cat >"$dir/garage.toml" <<TOML

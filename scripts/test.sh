@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Sets up what the tests need, then runs every check and test: formatting, clippy, unit tests
-# and the end-to-end tests, which mount real FUSE filesystems (root and /dev/fuse required).
+# and the end-to-end tests, which mount real FUSE filesystems (root and /dev/fuse required) and
+# offload to a real S3-compatible server (Garage, started on loopback by scripts/s3-server.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 [[ -f "$HOME/.cargo/env" ]] && . "$HOME/.cargo/env"
+scripts/s3-server.sh install
+
+s3dir=$(mktemp -d "${TMPDIR:-/tmp}/tierfs-s3.XXXXXX")
+trap 'scripts/s3-server.sh stop "$s3dir"; rm -rf "$s3dir"' EXIT
+scripts/s3-server.sh start "$s3dir"
+# shellcheck disable=SC1091
+. "$s3dir/env"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -22,6 +22,7 @@ pub struct TestMount {
     child: Option<Child>,
     log: PathBuf,
     starts: u32,
+    env: Vec<(String, String)>,
 }
 
 /// Rollover settings that never seal on their own.
@@ -31,6 +32,11 @@ pub const NO_ROLLOVER: &str =
 impl TestMount {
     /// Mounts with `config` as the properties file.
     pub fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Mounts with extra environment variables for the daemon.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         let root = tempfile::tempdir().expect("tempdir");
         let mnt = root.path().join("mnt");
         let data = root.path().join("data");
@@ -45,6 +51,10 @@ impl TestMount {
             config: config_path,
             child: None,
             starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         mount.spawn();
         mount
@@ -67,6 +77,7 @@ impl TestMount {
                 "--log",
                 "tierfs=debug,info",
             ])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -313,4 +324,108 @@ pub fn xattr(path: &std::path::Path, name: &str) -> String {
     );
     buf.truncate(n as usize);
     String::from_utf8(buf).unwrap()
+}
+
+/// The S3 server that scripts/test.sh starts (scripts/s3-server.sh), as its env file describes.
+pub struct S3Env {
+    pub endpoint: String,
+    pub vhost_endpoint: String,
+    pub bucket: String,
+    pub oss_bucket: String,
+    pub key_id: String,
+    pub secret: String,
+}
+
+impl S3Env {
+    pub fn get() -> Self {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!(
+                    "{name} is not set: these tests need the S3 server; run scripts/test.sh, or \
+                     scripts/s3-server.sh start DIR and source DIR/env"
+                )
+            })
+        };
+        Self {
+            endpoint: var("TIERFS_TEST_S3_ENDPOINT"),
+            vhost_endpoint: var("TIERFS_TEST_S3_VHOST_ENDPOINT"),
+            bucket: var("TIERFS_TEST_S3_BUCKET"),
+            oss_bucket: var("TIERFS_TEST_S3_OSS_BUCKET"),
+            key_id: var("AWS_ACCESS_KEY_ID"),
+            secret: var("AWS_SECRET_ACCESS_KEY"),
+        }
+    }
+
+    /// Offload settings for the `S3` driver under a prefix of its own.
+    pub fn config(&self, prefix: &str) -> String {
+        format!(
+            "managedLedgerOffloadDriver=S3\nmanagedLedgerOffloadBucket={}\n\
+             managedLedgerOffloadServiceEndpoint={}\nmanagedLedgerOffloadPrefix={prefix}\n",
+            self.bucket, self.endpoint
+        )
+    }
+}
+
+/// A unique key prefix per test run, so that tests sharing the bucket never meet.
+pub fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{test}-{}-{nanos}", std::process::id())
+}
+
+/// A client of the same store, for looking into the bucket from tests.
+pub struct StoreProbe {
+    runtime: tokio::runtime::Runtime,
+    store: std::sync::Arc<dyn tierfs::store::ObjectStore>,
+}
+
+impl StoreProbe {
+    pub fn new(config_text: &str, data_dir: &Path) -> Self {
+        let props = tierfs::config::Properties::parse(config_text);
+        let (config, _) = tierfs::config::Config::from_properties(&props, "test").unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = runtime
+            .block_on(tierfs::store::connect(&config.offload, data_dir))
+            .unwrap();
+        Self { runtime, store }
+    }
+
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let objects = self.runtime.block_on(self.store.list(prefix)).unwrap();
+        objects.into_iter().map(|o| o.key).collect()
+    }
+
+    pub fn pending_uploads(&self, prefix: &str) -> Vec<String> {
+        let uploads = self
+            .runtime
+            .block_on(self.store.list_multipart(prefix))
+            .unwrap();
+        uploads.into_iter().map(|u| u.key).collect()
+    }
+
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        self.runtime.block_on(self.store.get(key)).unwrap().to_vec()
+    }
+}
+
+/// Polls `tierfs admin topics offload-status` until its first line is `want`.
+pub fn wait_offload_status(m: &TestMount, topic: &str, want: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = m.admin(&["topics", "offload-status", topic]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.lines().next() == Some(want) {
+            return format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "offload status of {topic} is {text:?} / {:?}, not {want:?}, after {timeout:?}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                m.log_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
