@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::OffloadError;
-use super::index_object::{IndexObject, block_crcs};
+use super::index_object::{IndexObject, block_crcs as block_crcs_of};
 use super::layout::Layout;
 use super::policy::{Policies, pick_before, pick_for_offload};
 use super::remote_manifest::RemoteManifest;
@@ -258,6 +258,7 @@ impl Offloader {
             })
         })
         .await?;
+        let started = std::time::Instant::now();
         let parts = PartUpload {
             store: &self.store,
             key: &record.data_key,
@@ -266,42 +267,56 @@ impl Offloader {
             size: segment.size,
             part_size: self.config.max_block_size,
             concurrency: self.config.max_threads,
+            block_size: self.config.read_buffer_size,
             progress: uploaded,
         }
         .run()
         .await?;
+        if parts.crc32c != segment.crc32c {
+            return Err(OffloadError::Log(crate::log::LogError::Corrupt {
+                path,
+                reason: "the segment's bytes no longer match the CRC32C recorded when it sealed"
+                    .into(),
+            }));
+        }
+        let uploaded_in = started.elapsed();
         self.store
-            .complete_multipart(&record.data_key, &upload_id, parts)
+            .complete_multipart(&record.data_key, &upload_id, parts.parts)
             .await?;
-        let index = self.index_object(topic, segment).await?;
+        let completed_in = started.elapsed();
+        let index = self.index_object(topic, segment, parts.block_crcs).await?;
+        debug!(
+            parts_s = uploaded_in.as_secs_f64(),
+            complete_s = (completed_in - uploaded_in).as_secs_f64(),
+            index_s = (started.elapsed() - completed_in).as_secs_f64(),
+            "offload phases"
+        );
         self.store
             .put(&record.index_key, Bytes::from(index.encode()))
             .await?;
         Ok(())
     }
 
-    /// Builds a segment's index object from its local files.
+    /// Builds a segment's index object: entry ends from the local entry index, block checksums
+    /// from the upload when it computed them, else from the local file.
     async fn index_object(
         &self,
         topic: &Arc<Topic>,
         segment: &SealedSegment,
+        block_crcs: Option<Vec<u32>>,
     ) -> Result<IndexObject, OffloadError> {
         let (t, id, size, crc) = (Arc::clone(topic), segment.id, segment.size, segment.crc32c);
         let block = self.config.read_buffer_size.min(u64::from(u32::MAX)) as usize;
         tokio::task::spawn_blocking(move || {
-            let path = t.sealed_data_path(id);
-            let data = std::fs::read(&path).map_err(|source| OffloadError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            if data.len() as u64 != size || crc32c::crc32c(&data) != crc {
-                return Err(OffloadError::Log(crate::log::LogError::Corrupt {
-                    path,
-                    reason:
-                        "the segment's bytes no longer match the checksum recorded when it sealed"
-                            .into(),
-                }));
-            }
+            let block_crcs = match block_crcs {
+                Some(crcs) => crcs,
+                None => {
+                    let path = t.sealed_data_path(id);
+                    let data = std::fs::read(&path)
+                        .map_err(|source| OffloadError::Read { path, source })?;
+                    block_crcs_of(&data, block)
+                }
+            };
             let entry_ends = t.sealed_index(id)?.into_iter().map(|r| r.end).collect();
             Ok(IndexObject {
                 segment: id,
@@ -309,7 +324,7 @@ impl Offloader {
                 block_size: block as u32,
                 segment_crc32c: crc,
                 entry_ends,
-                block_crcs: block_crcs(&data, block),
+                block_crcs,
             })
         })
         .await

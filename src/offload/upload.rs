@@ -17,6 +17,22 @@ use tokio::task::JoinSet;
 use super::OffloadError;
 use crate::store::{ObjectStore, UploadedPart};
 
+/// What the upload learnt of the bytes it sent: their CRC32C, and the CRC32C of each read
+/// block when parts are whole multiples of the block size (else the caller computes them).
+#[derive(Debug)]
+pub struct Uploaded {
+    pub parts: Vec<UploadedPart>,
+    pub crc32c: u32,
+    pub block_crcs: Option<Vec<u32>>,
+}
+
+struct PartDone {
+    part: UploadedPart,
+    len: u64,
+    crc32c: u32,
+    block_crcs: Vec<u32>,
+}
+
 pub struct PartUpload<'a> {
     pub store: &'a Arc<dyn ObjectStore>,
     pub key: &'a str,
@@ -25,12 +41,16 @@ pub struct PartUpload<'a> {
     pub size: u64,
     pub part_size: u64,
     pub concurrency: usize,
+    /// The read block size, for the index object's checksums.
+    pub block_size: u64,
     pub progress: &'a Arc<AtomicU64>,
 }
 
 impl PartUpload<'_> {
     /// Uploads every part; on the first failure the others are cancelled and the error returned.
-    pub async fn run(&self) -> Result<Vec<UploadedPart>, OffloadError> {
+    pub async fn run(&self) -> Result<Uploaded, OffloadError> {
+        let aligned = self.block_size > 0 && self.part_size % self.block_size == 0;
+        let block = if aligned { self.block_size as usize } else { 0 };
         let file = Arc::new(File::open(self.file).map_err(|source| OffloadError::Read {
             path: self.file.to_path_buf(),
             source,
@@ -61,6 +81,7 @@ impl PartUpload<'_> {
             );
             tasks.spawn(async move {
                 let _permit = permit;
+                let begun = std::time::Instant::now();
                 let bytes = tokio::task::spawn_blocking(move || {
                     let mut buf = vec![0u8; len as usize];
                     file.read_exact_at(&mut buf, start)
@@ -69,11 +90,29 @@ impl PartUpload<'_> {
                 })
                 .await
                 .map_err(|e| OffloadError::Task(e.to_string()))??;
+                let read = begun.elapsed();
+                let crc32c = crc32c::crc32c(&bytes);
+                let block_crcs = if block > 0 {
+                    bytes.chunks(block).map(crc32c::crc32c).collect()
+                } else {
+                    Vec::new()
+                };
                 let part = store
                     .upload_part(&key, &upload_id, index as i32 + 1, bytes)
                     .await?;
+                tracing::debug!(
+                    part = index + 1,
+                    read_s = read.as_secs_f64(),
+                    upload_s = (begun.elapsed() - read).as_secs_f64(),
+                    "part uploaded"
+                );
                 progress.fetch_add(len, Ordering::Relaxed);
-                Ok::<_, OffloadError>(part)
+                Ok::<_, OffloadError>(PartDone {
+                    part,
+                    len,
+                    crc32c,
+                    block_crcs,
+                })
             });
         }
         while let Some(finished) = tasks.join_next().await {
@@ -85,13 +124,23 @@ impl PartUpload<'_> {
                 }
             }
         }
-        done.sort_by_key(|p| p.number);
-        Ok(done)
+        done.sort_by_key(|p| p.part.number);
+        let mut crc = 0u32;
+        let mut block_crcs = Vec::new();
+        for part in &done {
+            crc = crc32c::crc32c_combine(crc, part.crc32c, part.len as usize);
+            block_crcs.extend_from_slice(&part.block_crcs);
+        }
+        Ok(Uploaded {
+            parts: done.into_iter().map(|p| p.part).collect(),
+            crc32c: crc,
+            block_crcs: aligned.then_some(block_crcs),
+        })
     }
 }
 
 fn flatten(
-    joined: Result<Result<UploadedPart, OffloadError>, tokio::task::JoinError>,
-) -> Result<UploadedPart, OffloadError> {
+    joined: Result<Result<PartDone, OffloadError>, tokio::task::JoinError>,
+) -> Result<PartDone, OffloadError> {
     joined.map_err(|e| OffloadError::Task(e.to_string()))?
 }

@@ -31,6 +31,9 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     scheme: &'static str,
+    /// Send bodies as UNSIGNED-PAYLOAD: over HTTPS, where TLS already protects them (what the
+    /// AWS SDKs for Java and Python do). Over plain HTTP the payload's SHA-256 is signed.
+    unsigned_payload: bool,
 }
 
 /// The signing region for an endpoint with none configured: Aliyun's endpoints name theirs
@@ -87,6 +90,10 @@ impl S3Store {
         Self {
             client: Client::from_conf(builder.build()),
             bucket: config.bucket.clone(),
+            unsigned_payload: config
+                .endpoint
+                .as_deref()
+                .is_none_or(|e| e.starts_with("https://")),
             scheme: if config.driver == Driver::AliyunOss {
                 "oss"
             } else {
@@ -138,16 +145,24 @@ where
             }
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            StoreError::Transient(format!(
-                "{what}: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&err)
-            ))
+            StoreError::Transient(format!("{what}: {}", error_chain(&err)))
         }
-        _ => StoreError::Other(format!(
-            "{what}: {}",
-            aws_sdk_s3::error::DisplayErrorContext(&err)
-        )),
+        _ => StoreError::Other(format!("{what}: {}", error_chain(&err))),
     }
+}
+
+/// An error and its sources, each once, without Debug dumps.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = inner.source();
+    }
+    parts.join(": ")
 }
 
 #[async_trait]
@@ -157,11 +172,19 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        self.client
+        let request = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(body))
+            .customize();
+        let request = if self.unsigned_payload {
+            request.disable_payload_signing()
+        } else {
+            request
+        };
+        request
             .send()
             .await
             .map_err(|e| map_err(&format!("PutObject {key}"), e))?;
@@ -292,7 +315,7 @@ impl ObjectStore for S3Store {
         number: i32,
         body: Bytes,
     ) -> Result<UploadedPart, StoreError> {
-        let out = self
+        let request = self
             .client
             .upload_part()
             .bucket(&self.bucket)
@@ -300,6 +323,13 @@ impl ObjectStore for S3Store {
             .upload_id(upload_id)
             .part_number(number)
             .body(ByteStream::from(body))
+            .customize();
+        let request = if self.unsigned_payload {
+            request.disable_payload_signing()
+        } else {
+            request
+        };
+        let out = request
             .send()
             .await
             .map_err(|e| map_err(&format!("UploadPart {key} #{number}"), e))?;
