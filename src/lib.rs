@@ -2,10 +2,12 @@
 //! storage. See `README.md` for use and `docs/` for the contract.
 
 pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod fs;
 pub mod fuse;
 pub mod log;
+pub mod metrics;
 pub mod mount;
 pub mod name;
 pub mod offload;

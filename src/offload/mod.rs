@@ -22,6 +22,22 @@ mod status;
 mod upload;
 
 pub use index_object::IndexObject;
+
+/// An index object for `data` with one entry per block, for tests of the read path.
+#[cfg(test)]
+pub fn index_object_for_tests(data: &[u8], block: usize) -> IndexObject {
+    let size = data.len() as u64;
+    IndexObject {
+        segment: 1,
+        size,
+        block_size: block as u32,
+        segment_crc32c: crc32c::crc32c(data),
+        entry_ends: (1..=data.len().div_ceil(block) as u64)
+            .map(|i| (i * block as u64).min(size))
+            .collect(),
+        block_crcs: index_object::block_crcs(data, block),
+    }
+}
 pub use layout::Layout;
 pub use policy::{NamespacePolicy, Policies, PolicyError};
 pub use remote_manifest::RemoteManifest;

@@ -6,6 +6,8 @@
 //! `/`-separated and relative to the store's root (bucket or directory).
 
 pub mod dir;
+#[cfg(test)]
+pub mod memory;
 pub mod s3;
 
 use std::fmt::Debug;

@@ -1,0 +1,266 @@
+//! The optional disk cache: verified blocks kept as files, LRU within a byte bound, reused
+//! across restarts.
+//!
+//! A block file is `<dir>/<crc32c(object key):08x>-<block index:010>.blk`:
+//!
+//! ```text
+//! magic "TFSBLK01" | key length u32 | key bytes | block index u64 | data length u32
+//! | data CRC32C u32 | header CRC32C u32 | data
+//! ```
+//!
+//! A file whose header does not parse, names another object or block, or whose data fails its
+//! checksum is deleted and treated as a miss: a corrupt or foreign block is never returned.
+//! Files are written to a temporary name and renamed, so a crash leaves whole blocks or none.
+//! At start the directory is scanned and its files ordered by modification time.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use lru::LruCache;
+use tracing::warn;
+
+use super::memory::BlockKey;
+
+const MAGIC: &[u8; 8] = b"TFSBLK01";
+const SUFFIX: &str = ".blk";
+
+#[derive(Debug)]
+pub struct DiskCache {
+    dir: PathBuf,
+    capacity: u64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// File name → size, least recently used first.
+    files: LruCache<String, u64>,
+    bytes: u64,
+}
+
+fn file_name(key: &BlockKey) -> String {
+    format!(
+        "{:08x}-{:010}{SUFFIX}",
+        crc32c::crc32c(key.object.as_bytes()),
+        key.index
+    )
+}
+
+fn encode(key: &BlockKey, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40 + key.object.len() + data.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(key.object.len() as u32).to_le_bytes());
+    out.extend_from_slice(key.object.as_bytes());
+    out.extend_from_slice(&key.index.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(data).to_le_bytes());
+    let header_crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&header_crc.to_le_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// The block's data if the file is whole and is this block's; `None` otherwise.
+fn decode(key: &BlockKey, bytes: &[u8]) -> Option<Bytes> {
+    let take = |at: usize, n: usize| bytes.get(at..at + n);
+    if take(0, 8)? != MAGIC {
+        return None;
+    }
+    let key_len = u32::from_le_bytes(take(8, 4)?.try_into().ok()?) as usize;
+    let stored_key = take(12, key_len)?;
+    let at = 12 + key_len;
+    let index = u64::from_le_bytes(take(at, 8)?.try_into().ok()?);
+    let len = u32::from_le_bytes(take(at + 8, 4)?.try_into().ok()?) as usize;
+    let data_crc = u32::from_le_bytes(take(at + 12, 4)?.try_into().ok()?);
+    let header_crc = u32::from_le_bytes(take(at + 16, 4)?.try_into().ok()?);
+    if crc32c::crc32c(&bytes[..at + 16]) != header_crc
+        || stored_key != key.object.as_bytes()
+        || index != key.index
+    {
+        return None;
+    }
+    let data = take(at + 20, len)?;
+    if bytes.len() != at + 20 + len || crc32c::crc32c(data) != data_crc {
+        return None;
+    }
+    Some(Bytes::copy_from_slice(data))
+}
+
+impl DiskCache {
+    /// Opens (creating) the cache directory and indexes what an earlier run left.
+    pub fn open(dir: &Path, capacity: u64) -> std::io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        // Probe that the directory is writable now rather than at the first block.
+        let probe = dir.join(".tierfs-probe");
+        fs::write(&probe, b"")?;
+        fs::remove_file(&probe)?;
+        let mut found = Vec::new();
+        for entry in fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if name.ends_with(".tmp") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            if !name.ends_with(SUFFIX) {
+                continue;
+            }
+            if let Ok(meta) = entry.metadata() {
+                found.push((meta.modified().ok(), name, meta.len()));
+            }
+        }
+        found.sort();
+        let mut state = State {
+            files: LruCache::unbounded(),
+            bytes: 0,
+        };
+        for (_, name, size) in found {
+            state.bytes += size;
+            state.files.put(name, size);
+        }
+        let cache = Self {
+            dir: dir.to_path_buf(),
+            capacity,
+            state: Mutex::new(state),
+        };
+        cache.evict();
+        Ok(cache)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The block, if a valid copy is on disk; invalid copies are deleted.
+    pub fn get(&self, key: &BlockKey) -> Option<Bytes> {
+        let name = file_name(key);
+        self.lock().files.get(&name)?;
+        let path = self.dir.join(&name);
+        match fs::read(&path).ok().and_then(|bytes| decode(key, &bytes)) {
+            Some(data) => Some(data),
+            None => {
+                warn!(file = %path.display(), "dropping a disk cache block that is damaged or belongs to another object");
+                self.forget(&name);
+                None
+            }
+        }
+    }
+
+    /// Drops a block (a copy that failed the index object's checksum).
+    pub fn remove(&self, key: &BlockKey) {
+        self.forget(&file_name(key));
+    }
+
+    fn forget(&self, name: &str) {
+        let mut state = self.lock();
+        if let Some(size) = state.files.pop(name) {
+            state.bytes -= size;
+        }
+        drop(state);
+        let _ = fs::remove_file(self.dir.join(name));
+    }
+
+    /// Stores a verified block; returns how many blocks were evicted to make room.
+    pub fn put(&self, key: &BlockKey, data: &[u8]) -> std::io::Result<u64> {
+        let name = file_name(key);
+        let encoded = encode(key, data);
+        if encoded.len() as u64 > self.capacity {
+            return Ok(0);
+        }
+        let tmp = self.dir.join(format!("{name}.{}.tmp", std::process::id()));
+        fs::write(&tmp, &encoded)?;
+        fs::rename(&tmp, self.dir.join(&name))?;
+        {
+            let mut state = self.lock();
+            if let Some(old) = state.files.put(name, encoded.len() as u64) {
+                state.bytes -= old;
+            }
+            state.bytes += encoded.len() as u64;
+        }
+        Ok(self.evict())
+    }
+
+    fn evict(&self) -> u64 {
+        let mut evicted = 0;
+        loop {
+            let victim = {
+                let mut state = self.lock();
+                if state.bytes <= self.capacity {
+                    return evicted;
+                }
+                match state.files.pop_lru() {
+                    Some((name, size)) => {
+                        state.bytes -= size;
+                        name
+                    }
+                    None => return evicted,
+                }
+            };
+            let _ = fs::remove_file(self.dir.join(victim));
+            evicted += 1;
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn key(object: &str, index: u64) -> BlockKey {
+        BlockKey {
+            object: Arc::from(object),
+            index,
+        }
+    }
+
+    #[test]
+    fn blocks_survive_reopen_and_the_bound_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(dir.path(), 10_000).unwrap();
+        for i in 0..5 {
+            cache.put(&key("a/b.seg", i), &vec![i as u8; 3000]).unwrap();
+        }
+        assert!(cache.bytes() <= 10_000);
+        assert!(
+            cache.get(&key("a/b.seg", 0)).is_none(),
+            "the oldest blocks were evicted"
+        );
+        assert_eq!(cache.get(&key("a/b.seg", 4)).unwrap(), vec![4u8; 3000]);
+        drop(cache);
+        let reopened = DiskCache::open(dir.path(), 10_000).unwrap();
+        assert_eq!(reopened.get(&key("a/b.seg", 4)).unwrap(), vec![4u8; 3000]);
+        let on_disk: u64 = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(on_disk <= 10_000, "{on_disk} bytes on disk");
+    }
+
+    #[test]
+    fn corrupt_and_foreign_blocks_are_dropped_not_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = DiskCache::open(dir.path(), 1 << 20).unwrap();
+        let k = key("x.seg", 1);
+        cache.put(&k, b"good bytes").unwrap();
+        let path = dir.path().join(file_name(&k));
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        assert!(cache.get(&k).is_none());
+        assert!(!path.exists(), "a corrupt block is deleted");
+        // A file under this block's name that holds another object's block.
+        cache.put(&key("other.seg", 1), b"theirs").unwrap();
+        let theirs = dir.path().join(file_name(&key("other.seg", 1)));
+        fs::copy(&theirs, &path).unwrap();
+        let reopened = DiskCache::open(dir.path(), 1 << 20).unwrap();
+        assert!(reopened.get(&k).is_none());
+    }
+}

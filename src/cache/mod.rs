@@ -1,0 +1,493 @@
+//! The read path of offloaded segments: cached, verified, ranged reads.
+//!
+//! A read of `[offset, end)` of an offloaded segment becomes reads of its blocks (the segment's
+//! read block size, `managedLedgerOffloadReadBufferSizeInBytes`, recorded in its index object).
+//! Each block is looked for in this order:
+//!
+//! 1. the memory cache (LRU, bounded in bytes, [`memory`]);
+//! 2. the disk cache, if configured (bounded, survives restarts, each block checksummed,
+//!    [`disk`]);
+//! 3. a fetch already in flight for it (single-flight: concurrent readers of one block wait for
+//!    one GET);
+//! 4. a ranged GET of a run of consecutive missing blocks, at most `max_get_bytes` long.
+//!
+//! Every fetched block is checked against the CRC32C in the segment's index object before it is
+//! cached or returned; a mismatch is an error (EIO at the mount), counted and logged, never
+//! wrong bytes. Reads that stay sequential also fetch ahead ([`readahead`]) in the background,
+//! within a global budget of bytes in flight. A read that cannot complete within `read_timeout`
+//! (the store's client retries included) fails.
+
+pub mod disk;
+pub mod memory;
+pub mod readahead;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use lru::LruCache;
+use tokio::sync::{OnceCell, Semaphore, watch};
+use tracing::{error, warn};
+
+pub use disk::DiskCache;
+pub use memory::{BlockKey, MemoryCache};
+pub use readahead::ReadAhead;
+
+use crate::metrics::Metrics;
+use crate::offload::IndexObject;
+use crate::store::{ObjectStore, StoreError};
+
+/// Units of the in-flight budget semaphore.
+const BUDGET_UNIT: u64 = 64 * 1024;
+/// Index objects kept decoded in memory.
+const INDEXES: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Memory cache bound (`--cache-size`).
+    pub memory_bytes: u64,
+    /// Disk cache directory and bound (`--cache-dir`, `--cache-max-size`).
+    pub disk: Option<(PathBuf, u64)>,
+    /// Largest single ranged GET.
+    pub max_get_bytes: u64,
+    /// First and largest read-ahead window per open file.
+    pub readahead_initial: u64,
+    pub readahead_max: u64,
+    /// Bytes of read-ahead fetches in flight at once, across all files.
+    pub inflight_bytes: u64,
+    /// A read fails if it cannot complete within this time.
+    pub read_timeout: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 256 << 20,
+            disk: None,
+            max_get_bytes: 8 << 20,
+            readahead_initial: 1 << 20,
+            readahead_max: 64 << 20,
+            inflight_bytes: 64 << 20,
+            read_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CacheError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("block {block} of {object} fails its CRC32C check (the object was changed or damaged)")]
+    Corrupt { object: String, block: u64 },
+    #[error("index object {key}: {reason}")]
+    Index { key: String, reason: String },
+    #[error("reading {object} did not complete within {seconds} s")]
+    Timeout { object: String, seconds: u64 },
+    #[error("the fetch of block {block} of {object} was abandoned")]
+    Abandoned { object: String, block: u64 },
+}
+
+/// An offloaded segment as readers see it.
+#[derive(Debug, Clone)]
+pub struct RemoteObject {
+    pub data_key: Arc<str>,
+    pub index_key: String,
+    pub size: u64,
+}
+
+type Flight = watch::Receiver<Option<Result<Bytes, CacheError>>>;
+type IndexCell = Arc<OnceCell<Arc<IndexObject>>>;
+
+pub struct Cache {
+    store: Arc<dyn ObjectStore>,
+    config: CacheConfig,
+    memory: Mutex<MemoryCache>,
+    disk: Option<DiskCache>,
+    inflight: Mutex<HashMap<BlockKey, Flight>>,
+    indexes: Mutex<LruCache<Arc<str>, IndexCell>>,
+    budget: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// A cache over `store`. An unusable disk cache directory is reported and the cache runs
+    /// on memory alone.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        config: CacheConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let disk = config.disk.as_ref().and_then(|(dir, max)| match DiskCache::open(dir, *max) {
+            Ok(disk) => Some(disk),
+            Err(e) => {
+                warn!(dir = %dir.display(), error = %e, "the disk cache directory is unusable; caching in memory only");
+                None
+            }
+        });
+        if let Some(disk) = &disk {
+            metrics.disk_cache_bytes.set(disk.bytes() as i64);
+        }
+        let units = (config.inflight_bytes / BUDGET_UNIT).max(1) as usize;
+        Arc::new(Self {
+            store,
+            memory: Mutex::new(MemoryCache::new(config.memory_bytes)),
+            disk,
+            inflight: Mutex::new(HashMap::new()),
+            indexes: Mutex::new(LruCache::new(NonZeroUsize::new(INDEXES).expect("non-zero"))),
+            budget: Arc::new(Semaphore::new(units)),
+            metrics,
+            config,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    fn update_memory_gauge(&self, cached: u64) {
+        let inflight = (self.config.inflight_bytes / BUDGET_UNIT).max(1)
+            - self.budget.available_permits() as u64;
+        self.metrics.cache_bytes.set(cached as i64);
+        self.metrics
+            .memory_in_use
+            .set((cached + inflight * BUDGET_UNIT) as i64);
+    }
+
+    /// Reads `[offset, offset + len)` of `object`, updating the reader's read-ahead state.
+    pub async fn read(
+        self: &Arc<Self>,
+        object: &RemoteObject,
+        readahead: &Mutex<ReadAhead>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, CacheError> {
+        let seconds = self.config.read_timeout.as_secs();
+        tokio::time::timeout(
+            self.config.read_timeout,
+            self.read_inner(object, readahead, offset, len),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(CacheError::Timeout {
+                object: object.data_key.to_string(),
+                seconds,
+            })
+        })
+    }
+
+    async fn read_inner(
+        self: &Arc<Self>,
+        object: &RemoteObject,
+        readahead: &Mutex<ReadAhead>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, CacheError> {
+        let end = offset.saturating_add(len).min(object.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let index = self.index(object).await?;
+        let block = u64::from(index.block_size);
+        let decision = readahead.lock().unwrap_or_else(|p| p.into_inner()).on_read(
+            offset,
+            end,
+            object.size,
+            self.config.readahead_initial,
+            self.config.readahead_max,
+        );
+        if decision.reset {
+            self.metrics.readahead_resets.inc();
+        }
+        if let Some((from, to)) = decision.ahead {
+            self.prefetch(object, &index, from / block..to.div_ceil(block));
+        }
+        let blocks = self
+            .blocks(object, &index, offset / block..end.div_ceil(block))
+            .await?;
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for (i, data) in blocks {
+            let start = i * block;
+            let from = offset.max(start) - start;
+            let to = end.min(start + data.len() as u64) - start;
+            out.extend_from_slice(&data[from as usize..to as usize]);
+        }
+        Ok(out.freeze())
+    }
+
+    /// The segment's index object, fetched once and kept decoded.
+    async fn index(&self, object: &RemoteObject) -> Result<Arc<IndexObject>, CacheError> {
+        let cell = {
+            let mut indexes = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(
+                indexes.get_or_insert(Arc::clone(&object.data_key), || Arc::new(OnceCell::new())),
+            )
+        };
+        let index = cell
+            .get_or_try_init(|| async {
+                let bytes = self.store.get(&object.index_key).await?;
+                let index = IndexObject::decode(&bytes).map_err(|reason| CacheError::Index {
+                    key: object.index_key.clone(),
+                    reason,
+                })?;
+                if index.size != object.size {
+                    return Err(CacheError::Index {
+                        key: object.index_key.clone(),
+                        reason: format!(
+                            "describes {} bytes, the segment has {}",
+                            index.size, object.size
+                        ),
+                    });
+                }
+                Ok::<_, CacheError>(Arc::new(index))
+            })
+            .await?;
+        Ok(Arc::clone(index))
+    }
+
+    /// The blocks `range` of an object, in order.
+    async fn blocks(
+        self: &Arc<Self>,
+        object: &RemoteObject,
+        index: &Arc<IndexObject>,
+        range: Range<u64>,
+    ) -> Result<Vec<(u64, Bytes)>, CacheError> {
+        let mut fetched: HashMap<u64, Bytes> = HashMap::new();
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        for i in range.clone() {
+            let key = BlockKey {
+                object: Arc::clone(&object.data_key),
+                index: i,
+            };
+            let data = loop {
+                if let Some(data) = fetched.remove(&i) {
+                    break data;
+                }
+                if let Some(data) = self.lookup(&key, index).await {
+                    break data;
+                }
+                let flight = self
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&key)
+                    .cloned();
+                if let Some(mut flight) = flight {
+                    match flight.wait_for(Option::is_some).await {
+                        Ok(result) => break result.clone().expect("waited for Some")?,
+                        Err(_) => continue, // its fetcher went away: look again
+                    }
+                }
+                self.metrics.cache_misses.inc();
+                let run_end = range
+                    .end
+                    .min(i + (self.config.max_get_bytes / u64::from(index.block_size)).max(1));
+                fetched = self.fetch_run(object, index, i..run_end).await?;
+                if !fetched.contains_key(&i) {
+                    // Someone else started fetching it in the meantime; wait for them.
+                    continue;
+                }
+            };
+            out.push((i, data));
+        }
+        Ok(out)
+    }
+
+    /// A cached block: memory first, then disk (verified again against the index object).
+    async fn lookup(&self, key: &BlockKey, index: &IndexObject) -> Option<Bytes> {
+        if let Some(data) = self
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            self.metrics.cache_hits.inc();
+            return Some(data);
+        }
+        let disk = self.disk.as_ref()?;
+        let data = tokio::task::block_in_place(|| disk.get(key))?;
+        if index.block_crcs.get(key.index as usize) != Some(&crc32c::crc32c(&data)) {
+            warn!(object = %key.object, block = key.index, "a disk cache block does not match the index object; dropped");
+            disk.remove(key);
+            return None;
+        }
+        self.metrics.disk_cache_hits.inc();
+        self.remember(key.clone(), data.clone(), false);
+        Some(data)
+    }
+
+    fn remember(&self, key: BlockKey, data: Bytes, to_disk: bool) {
+        let (evicted, cached) = {
+            let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            let evicted = memory.insert(key.clone(), data.clone());
+            (evicted, memory.bytes())
+        };
+        self.metrics.cache_evictions.inc_by(evicted.blocks);
+        self.update_memory_gauge(cached);
+        if to_disk && let Some(disk) = &self.disk {
+            match tokio::task::block_in_place(|| disk.put(&key, &data)) {
+                Ok(evicted) => {
+                    self.metrics.disk_cache_evictions.inc_by(evicted);
+                    self.metrics.disk_cache_bytes.set(disk.bytes() as i64);
+                }
+                Err(e) => warn!(error = %e, "cannot write a block to the disk cache"),
+            }
+        }
+    }
+
+    /// Fetches the blocks of `range` that nobody holds or fetches, as one ranged GET; returns
+    /// the blocks it fetched (the run stops before the first block held or in flight elsewhere).
+    async fn fetch_run(
+        &self,
+        object: &RemoteObject,
+        index: &IndexObject,
+        range: Range<u64>,
+    ) -> Result<HashMap<u64, Bytes>, CacheError> {
+        let block = u64::from(index.block_size);
+        let mut senders = Vec::new();
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            for i in range {
+                let key = BlockKey {
+                    object: Arc::clone(&object.data_key),
+                    index: i,
+                };
+                if inflight.contains_key(&key) || memory.contains(&key) {
+                    break;
+                }
+                let (tx, rx) = watch::channel(None);
+                inflight.insert(key.clone(), rx);
+                senders.push((key, tx));
+            }
+        }
+        let Some(first) = senders.first().map(|(k, _)| k.index) else {
+            return Ok(HashMap::new());
+        };
+        let last = first + senders.len() as u64;
+        let bytes = first * block..(last * block).min(object.size);
+        let started = Instant::now();
+        self.metrics.get_requests.inc();
+        // A fetch never outlives the read timeout, so a stalled GET cannot hold its blocks'
+        // waiters hostage.
+        let result = tokio::time::timeout(
+            self.config.read_timeout,
+            self.store.get_range(&object.data_key, bytes.clone()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Transient(format!(
+                "no answer within {} ms",
+                self.config.read_timeout.as_millis()
+            )))
+        });
+        self.metrics
+            .get_latency
+            .observe(started.elapsed().as_secs_f64());
+        let mut fetched = HashMap::new();
+        let outcome = match result {
+            Ok(data) if data.len() as u64 == bytes.end - bytes.start => {
+                self.metrics.get_bytes.inc_by(data.len() as u64);
+                let mut first_error = None;
+                for (n, (key, tx)) in senders.into_iter().enumerate() {
+                    let from = n * block as usize;
+                    let to = (from + block as usize).min(data.len());
+                    let piece = data.slice(from..to);
+                    let verdict = if index.block_crcs.get(key.index as usize)
+                        == Some(&crc32c::crc32c(&piece))
+                    {
+                        self.remember(key.clone(), piece.clone(), true);
+                        fetched.insert(key.index, piece.clone());
+                        Ok(piece)
+                    } else {
+                        self.metrics.checksum_failures.inc();
+                        error!(object = %key.object, block = key.index, "fetched block fails its CRC32C check; refusing it");
+                        let e = CacheError::Corrupt {
+                            object: key.object.to_string(),
+                            block: key.index,
+                        };
+                        first_error.get_or_insert(e.clone());
+                        Err(e)
+                    };
+                    let _ = tx.send(Some(verdict));
+                    self.inflight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                }
+                first_error.map_or(Ok(()), Err)
+            }
+            other => {
+                self.metrics.get_errors.inc();
+                let e = match other {
+                    Ok(data) => CacheError::Store(StoreError::Other(format!(
+                        "asked for {} bytes of {}, got {}",
+                        bytes.end - bytes.start,
+                        object.data_key,
+                        data.len()
+                    ))),
+                    Err(e) => CacheError::Store(e),
+                };
+                warn!(object = %object.data_key, range = ?bytes, error = %e, "ranged GET failed");
+                for (key, tx) in senders {
+                    let _ = tx.send(Some(Err(e.clone())));
+                    self.inflight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                }
+                Err(e)
+            }
+        };
+        outcome.map(|()| fetched)
+    }
+
+    /// Starts background fetches of the blocks of `range` that are missing, as far as the
+    /// in-flight budget allows.
+    fn prefetch(
+        self: &Arc<Self>,
+        object: &RemoteObject,
+        index: &Arc<IndexObject>,
+        range: Range<u64>,
+    ) {
+        let block = u64::from(index.block_size);
+        let per_get = (self.config.max_get_bytes / block).max(1);
+        let mut i = range.start;
+        while i < range.end {
+            let run = i..range.end.min(i + per_get);
+            let units = ((run.end - run.start) * block).div_ceil(BUDGET_UNIT) as u32;
+            let Ok(permit) = Arc::clone(&self.budget).try_acquire_many_owned(units) else {
+                return; // the budget is spent: read-ahead waits for memory
+            };
+            let (this, object, index) = (Arc::clone(self), object.clone(), Arc::clone(index));
+            let start = run.start;
+            i = run.end;
+            tokio::spawn(async move {
+                let _permit = permit;
+                let cached = this
+                    .memory
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .bytes();
+                this.update_memory_gauge(cached);
+                if let Err(e) = this.fetch_run(&object, &index, run).await {
+                    warn!(object = %object.data_key, block = start, error = %e, "read-ahead fetch failed");
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

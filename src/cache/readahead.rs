@@ -1,0 +1,106 @@
+//! Sequential read-ahead, one state per open file.
+//!
+//! A reader whose read starts where its previous one ended is sequential. The first sequential
+//! read opens a window of `initial` bytes beyond the read; each further sequential read doubles
+//! it, up to `max`. A read anywhere else (a seek, a random pread) closes the window: the next
+//! sequential run starts small again. The window says which bytes to fetch ahead; the cache
+//! decides whether memory allows it (a global in-flight budget), so many open files cannot
+//! exhaust memory however large their windows grow.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadAhead {
+    next: Option<u64>,
+    window: u64,
+}
+
+/// What one read means for read-ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Bytes `[from, to)` to fetch ahead, if any.
+    pub ahead: Option<(u64, u64)>,
+    /// Whether this read ended a sequential run.
+    pub reset: bool,
+}
+
+impl Default for ReadAhead {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReadAhead {
+    pub fn new() -> Self {
+        Self {
+            next: None,
+            window: 0,
+        }
+    }
+
+    /// Records a read of `[offset, end)` of an object of `size` bytes.
+    pub fn on_read(
+        &mut self,
+        offset: u64,
+        end: u64,
+        size: u64,
+        initial: u64,
+        max: u64,
+    ) -> Decision {
+        let sequential = match self.next {
+            None => offset == 0,
+            Some(next) => offset == next,
+        };
+        let mut reset = false;
+        if sequential {
+            self.window = if self.window == 0 {
+                initial.min(max)
+            } else {
+                self.window.saturating_mul(2).min(max)
+            };
+        } else {
+            reset = self.window > 0;
+            self.window = 0;
+        }
+        self.next = Some(end);
+        let to = end.saturating_add(self.window).min(size);
+        Decision {
+            ahead: (self.window > 0 && to > end).then_some((end, to)),
+            reset,
+        }
+    }
+
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn grows_while_sequential_and_resets_on_a_seek() {
+        let mut ra = ReadAhead::new();
+        let size = 1 << 30;
+        let d = ra.on_read(0, MIB, size, MIB, 8 * MIB);
+        assert_eq!(d.ahead, Some((MIB, 2 * MIB)));
+        ra.on_read(MIB, 2 * MIB, size, MIB, 8 * MIB);
+        assert_eq!(ra.window(), 2 * MIB);
+        ra.on_read(2 * MIB, 3 * MIB, size, MIB, 8 * MIB);
+        ra.on_read(3 * MIB, 4 * MIB, size, MIB, 8 * MIB);
+        ra.on_read(4 * MIB, 5 * MIB, size, MIB, 8 * MIB);
+        assert_eq!(ra.window(), 8 * MIB, "capped at the maximum");
+        let d = ra.on_read(100 * MIB, 101 * MIB, size, MIB, 8 * MIB);
+        assert!(d.reset && d.ahead.is_none());
+        let d = ra.on_read(101 * MIB, 102 * MIB, size, MIB, 8 * MIB);
+        assert_eq!(d.ahead, Some((102 * MIB, 103 * MIB)), "starts small again");
+    }
+
+    #[test]
+    fn never_reads_past_the_end() {
+        let mut ra = ReadAhead::new();
+        assert_eq!(ra.on_read(0, 100, 150, MIB, MIB).ahead, Some((100, 150)));
+        assert_eq!(ra.on_read(100, 150, 150, MIB, MIB).ahead, None);
+    }
+}

@@ -1,0 +1,231 @@
+//! The cache over an in-memory store: hits, single-flight, verification, bounds, timeouts and
+//! the disk cache, without a kernel or a network.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::offload::IndexObject;
+use crate::offload::index_object_for_tests as build_index;
+use crate::store::StoreError;
+use crate::store::memory::MemoryStore;
+
+const BLOCK: usize = 1024;
+
+fn object(store: &MemoryStore, key: &str, size: usize) -> (RemoteObject, Vec<u8>) {
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    let index: IndexObject = build_index(&data, BLOCK);
+    store.insert(key, data.clone());
+    store.insert(&format!("{key}.idx"), index.encode());
+    (
+        RemoteObject {
+            data_key: Arc::from(key),
+            index_key: format!("{key}.idx"),
+            size: size as u64,
+        },
+        data,
+    )
+}
+
+fn config() -> CacheConfig {
+    CacheConfig {
+        memory_bytes: 64 * BLOCK as u64,
+        disk: None,
+        max_get_bytes: 4 * BLOCK as u64,
+        readahead_initial: BLOCK as u64,
+        readahead_max: 8 * BLOCK as u64,
+        inflight_bytes: 1 << 20,
+        read_timeout: Duration::from_secs(5),
+    }
+}
+
+fn cache(store: &Arc<MemoryStore>, config: CacheConfig) -> Arc<Cache> {
+    Cache::new(
+        Arc::clone(store) as Arc<dyn ObjectStore>,
+        config,
+        Arc::new(Metrics::default()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_exact_and_repeat_reads_hit_the_cache() {
+    let store = Arc::new(MemoryStore::default());
+    let (obj, data) = object(&store, "a.seg", 10 * BLOCK + 100);
+    let cache = cache(&store, config());
+    let ra = Mutex::new(ReadAhead::new());
+    for (offset, len) in [
+        (0, 100),
+        (100, 5000),
+        (5100, 6000),
+        (3, 1),
+        (10 * BLOCK as u64, 1000),
+    ] {
+        let got = cache.read(&obj, &ra, offset, len).await.unwrap();
+        let end = ((offset + len) as usize).min(data.len());
+        assert_eq!(
+            &got[..],
+            &data[offset as usize..end],
+            "read at {offset}+{len}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await; // let read-ahead settle
+    let gets = store.range_gets.load(Ordering::SeqCst);
+    let fresh = Mutex::new(ReadAhead::new());
+    let again = cache.read(&obj, &fresh, 2000, 4000).await.unwrap();
+    assert_eq!(&again[..], &data[2000..6000]);
+    assert_eq!(
+        store.range_gets.load(Ordering::SeqCst),
+        gets,
+        "a cached range needs no GET"
+    );
+    assert!(cache.metrics.cache_hits.get() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_readers_of_one_block_cause_one_get() {
+    let store = Arc::new(MemoryStore::default());
+    let (obj, data) = object(&store, "b.seg", BLOCK);
+    *store.stall.lock().unwrap() = Some(Duration::from_millis(200));
+    let cache = cache(&store, config());
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (cache, obj) = (Arc::clone(&cache), obj.clone());
+            tokio::spawn(async move {
+                let ra = Mutex::new(ReadAhead::new());
+                cache.read(&obj, &ra, 0, BLOCK as u64).await.unwrap()
+            })
+        })
+        .collect();
+    for reader in readers {
+        assert_eq!(&reader.await.unwrap()[..], &data[..]);
+    }
+    assert_eq!(store.range_gets.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_object_is_an_error_never_wrong_bytes() {
+    let store = Arc::new(MemoryStore::default());
+    let (obj, mut data) = object(&store, "c.seg", 3 * BLOCK);
+    data[BLOCK + 7] ^= 0x55;
+    store.insert("c.seg", data);
+    let cache = cache(&store, config());
+    let ra = Mutex::new(ReadAhead::new());
+    assert!(
+        cache.read(&obj, &ra, 0, 100).await.is_ok(),
+        "block 0 is intact"
+    );
+    let err = cache
+        .read(&obj, &Mutex::new(ReadAhead::new()), BLOCK as u64, 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CacheError::Corrupt { block: 1, .. }), "{err}");
+    assert!(cache.metrics.checksum_failures.get() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_bound_holds() {
+    let store = Arc::new(MemoryStore::default());
+    let (obj, data) = object(&store, "d.seg", 200 * BLOCK);
+    let mut cfg = config();
+    cfg.memory_bytes = 16 * BLOCK as u64;
+    let cache = cache(&store, cfg);
+    let ra = Mutex::new(ReadAhead::new());
+    let mut offset = 0;
+    while offset < data.len() as u64 {
+        let got = cache.read(&obj, &ra, offset, 4096).await.unwrap();
+        assert_eq!(
+            &got[..],
+            &data[offset as usize..offset as usize + got.len()]
+        );
+        offset += got.len() as u64;
+        assert!(cache.memory.lock().unwrap().bytes() <= 16 * BLOCK as u64);
+    }
+    assert!(cache.metrics.cache_evictions.get() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_store_fails_the_read_in_bounded_time_then_recovers() {
+    let store = Arc::new(MemoryStore::default());
+    let (obj, data) = object(&store, "e.seg", 2 * BLOCK);
+    let mut cfg = config();
+    cfg.read_timeout = Duration::from_millis(300);
+    cfg.readahead_initial = 0; // no background fetches racing the stall
+    cfg.readahead_max = 0;
+    let cache = cache(&store, cfg);
+    // The index object is fetched with a plain GET; warm it first.
+    cache
+        .read(&obj, &Mutex::new(ReadAhead::new()), 0, 1)
+        .await
+        .unwrap();
+    *store.stall.lock().unwrap() = Some(Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    let err = cache
+        .read(&obj, &Mutex::new(ReadAhead::new()), BLOCK as u64, 10)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CacheError::Timeout { .. } | CacheError::Store(StoreError::Transient(_))
+        ),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    *store.stall.lock().unwrap() = None;
+    let got = cache
+        .read(&obj, &Mutex::new(ReadAhead::new()), BLOCK as u64, 10)
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &data[BLOCK..BLOCK + 10]);
+    store.failing.store(true, Ordering::SeqCst);
+    let err = cache
+        .read(&obj, &Mutex::new(ReadAhead::new()), 1500, 10)
+        .await;
+    assert!(
+        err.is_ok(),
+        "block 1 is cached now, the failing store is not asked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_cache_serves_a_fresh_cache_when_the_store_is_down() {
+    let store = Arc::new(MemoryStore::default());
+    let (obj, data) = object(&store, "f.seg", 6 * BLOCK);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.disk = Some((dir.path().to_path_buf(), 1 << 20));
+    let first = cache(&store, cfg.clone());
+    first
+        .read(&obj, &Mutex::new(ReadAhead::new()), 0, data.len() as u64)
+        .await
+        .unwrap();
+    drop(first);
+    let second = cache(&store, cfg);
+    second.index(&obj).await.unwrap(); // the index object is small and fetched first
+    store.failing.store(true, Ordering::SeqCst);
+    let got = second
+        .read(&obj, &Mutex::new(ReadAhead::new()), 0, data.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &data[..]);
+    assert!(second.metrics.disk_cache_hits.get() >= 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_cache_dir_falls_back_to_memory() {
+    let store = Arc::new(MemoryStore::default());
+    let (obj, data) = object(&store, "g.seg", BLOCK);
+    let mut cfg = config();
+    cfg.disk = Some(("/proc/tierfs-cannot-write-here".into(), 1 << 20));
+    let cache = cache(&store, cfg);
+    assert!(cache.disk.is_none());
+    let got = cache
+        .read(&obj, &Mutex::new(ReadAhead::new()), 0, BLOCK as u64)
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &data[..]);
+    let _ = Bytes::new();
+}

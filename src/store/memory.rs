@@ -1,0 +1,114 @@
+//! An in-memory [`ObjectStore`] for unit tests of logic above the store: it counts requests and
+//! can be told to fail or to stall. Never used by a mount.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{ObjectInfo, ObjectStore, PendingUpload, StoreError, UploadedPart};
+
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    objects: Mutex<HashMap<String, Bytes>>,
+    pub range_gets: AtomicU64,
+    pub failing: AtomicBool,
+    pub stall: Mutex<Option<Duration>>,
+}
+
+impl MemoryStore {
+    pub fn insert(&self, key: &str, data: impl Into<Bytes>) {
+        self.objects
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), data.into());
+    }
+
+    fn object(&self, key: &str) -> Result<Bytes, StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Transient("injected failure".into()));
+        }
+        self.objects
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(key.to_string()))
+    }
+}
+
+fn unsupported() -> StoreError {
+    StoreError::Other("not supported by the memory store".into())
+}
+
+#[async_trait]
+impl ObjectStore for MemoryStore {
+    fn url(&self, key: &str) -> String {
+        format!("memory://{key}")
+    }
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        self.insert(key, body);
+        Ok(())
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.object(key)
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        self.range_gets.fetch_add(1, Ordering::SeqCst);
+        let stall = *self.stall.lock().unwrap();
+        if let Some(stall) = stall {
+            tokio::time::sleep(stall).await;
+        }
+        let data = self.object(key)?;
+        let end = (range.end as usize).min(data.len());
+        Ok(data.slice((range.start as usize).min(end)..end))
+    }
+    async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.object(key).ok().map(|d| d.len() as u64))
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.objects.lock().unwrap().remove(key);
+        Ok(())
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let objects = self.objects.lock().unwrap();
+        Ok(objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| ObjectInfo {
+                key: k.clone(),
+                size: v.len() as u64,
+            })
+            .collect())
+    }
+    async fn create_multipart(&self, _key: &str) -> Result<String, StoreError> {
+        Err(unsupported())
+    }
+    async fn upload_part(
+        &self,
+        _: &str,
+        _: &str,
+        _: i32,
+        _: Bytes,
+    ) -> Result<UploadedPart, StoreError> {
+        Err(unsupported())
+    }
+    async fn complete_multipart(
+        &self,
+        _: &str,
+        _: &str,
+        _: Vec<UploadedPart>,
+    ) -> Result<(), StoreError> {
+        Err(unsupported())
+    }
+    async fn abort_multipart(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Err(unsupported())
+    }
+    async fn list_multipart(&self, _: &str) -> Result<Vec<PendingUpload>, StoreError> {
+        Ok(Vec::new())
+    }
+}
