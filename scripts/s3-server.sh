@@ -5,6 +5,7 @@
 #   scripts/s3-server.sh start DIR      configure and start a single-node server under DIR, create
 #                                       the access key and buckets, write DIR/env (shell exports)
 #   scripts/s3-server.sh stop DIR       stop it
+#   scripts/s3-server.sh resume DIR     start a stopped server again, with its data
 #
 # DIR/env exports TIERFS_TEST_S3_ENDPOINT, TIERFS_TEST_S3_REGION, TIERFS_TEST_S3_BUCKET,
 # TIERFS_TEST_S3_OSS_BUCKET, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (test-only credentials).
@@ -110,6 +111,21 @@ ENV
   echo "s3-server: garage $GARAGE_VERSION serving http://localhost:$S3_PORT (buckets $BUCKET, $OSS_BUCKET); env in $dir/env"
 }
 
+# Starts a stopped server again with its data (for tests that take the store away and back).
+resume() {
+  local dir=$1
+  garage -c "$dir/garage.toml" server >>"$dir/server.log" 2>&1 &
+  echo $! >"$dir/pid"
+  . "$dir/env"
+  for _ in $(seq 100); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "$TIERFS_TEST_S3_ENDPOINT/" || true)
+    [[ "$code" == "403" || "$code" == "200" ]] && return 0
+    sleep 0.1
+  done
+  echo "s3-server: garage did not come back" >&2
+  exit 1
+}
+
 stop() {
   local dir=$1
   if [[ -f "$dir/pid" ]]; then
@@ -124,5 +140,6 @@ case "${1:-}" in
   install) install ;;
   start) start "${2:?usage: s3-server.sh start DIR}" ;;
   stop) stop "${2:?usage: s3-server.sh stop DIR}" ;;
-  *) echo "usage: $0 install | start DIR | stop DIR" >&2; exit 2 ;;
+  resume) resume "${2:?usage: s3-server.sh resume DIR}" ;;
+  *) echo "usage: $0 install | start DIR | stop DIR | resume DIR" >&2; exit 2 ;;
 esac

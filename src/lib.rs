@@ -12,3 +12,4 @@ pub mod mount;
 pub mod name;
 pub mod offload;
 pub mod store;
+pub mod units;

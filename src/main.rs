@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tierfs::admin::cli::{AdminArgs, run as run_admin};
+use tierfs::cache::CacheConfig;
 use tierfs::fuse::MountSettings;
 use tierfs::mount::{MountOptions, run as run_mount};
 use tracing_subscriber::EnvFilter;
@@ -48,6 +49,21 @@ struct MountArgs {
     /// Let users other than the one who mounted see the mount (needs user_allow_other in /etc/fuse.conf for non-root)
     #[arg(long)]
     allow_other: bool,
+    /// Memory for cached blocks of offloaded segments (e.g. 256M, 1G)
+    #[arg(long, default_value = "256M", value_parser = tierfs::units::parse_bytes)]
+    cache_size: u64,
+    /// Directory of the disk cache of offloaded blocks (kept across restarts); none by default
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Bound of the disk cache (e.g. 10G)
+    #[arg(long, default_value = "1G", value_parser = tierfs::units::parse_bytes)]
+    cache_max_size: u64,
+    /// Memory for read-ahead fetches in flight, across all open files
+    #[arg(long, default_value = "64M", value_parser = tierfs::units::parse_bytes)]
+    readahead_budget: u64,
+    /// A read of an offloaded segment that cannot complete in this time fails with EIO (e.g. 20s)
+    #[arg(long, default_value = "20s", value_parser = tierfs::units::parse_duration)]
+    read_timeout: std::time::Duration,
     /// Log filter, e.g. `info` or `tierfs=debug` (RUST_LOG works too)
     #[arg(long, env = "TIERFS_LOG", default_value = "info")]
     log: String,
@@ -81,6 +97,13 @@ fn main() -> ExitCode {
                 settings: MountSettings {
                     threads: usize::from(args.threads),
                     allow_other: args.allow_other,
+                },
+                cache: CacheConfig {
+                    memory_bytes: args.cache_size,
+                    disk: args.cache_dir.map(|dir| (dir, args.cache_max_size)),
+                    inflight_bytes: args.readahead_budget,
+                    read_timeout: args.read_timeout,
+                    ..CacheConfig::default()
                 },
             };
             match run_mount(options) {

@@ -18,10 +18,12 @@ use tracing::{error, info, warn};
 
 use crate::admin::server::AdminState;
 use crate::admin::{endpoint, server};
+use crate::cache::{Cache, CacheConfig};
 use crate::config::{Config, ConfigError};
 use crate::fs::{RemoteTier, TierFs};
 use crate::fuse::{FuseAdapter, MountSettings};
 use crate::log::{DataDirLock, LocalLog, LogError, SealListener};
+use crate::metrics::Metrics;
 use crate::name::TopicName;
 use crate::offload::{Offloader, Policies, PolicyError};
 use crate::store::{self, StoreError};
@@ -33,6 +35,7 @@ pub struct MountOptions {
     pub config_file: Option<PathBuf>,
     pub admin_listen: SocketAddr,
     pub settings: MountSettings,
+    pub cache: CacheConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +109,14 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
         .map_err(MountError::Store)?;
     info!(driver = %config.offload.driver, store = %store.url(""), "offload store ready");
     let policies = Policies::load(&options.data_dir, &config.offload)?;
-    let offloader = Offloader::new(Arc::clone(&log), store, config.offload.clone(), policies);
+    let metrics = Arc::new(Metrics::default());
+    let offloader = Offloader::new(
+        Arc::clone(&log),
+        store,
+        config.offload.clone(),
+        policies,
+        Arc::clone(&metrics),
+    );
     let listener = runtime
         .block_on(server::bind(options.admin_listen))
         .map_err(|source| MountError::Admin {
@@ -121,6 +131,11 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
     let fs = Arc::new(TierFs::with_remote(
         Arc::clone(&log),
         Some(RemoteTier {
+            cache: Cache::new(
+                Arc::clone(offloader.store()),
+                options.cache.clone(),
+                Arc::clone(&metrics),
+            ),
             offloader: Arc::clone(&offloader),
             runtime: runtime.handle().clone(),
         }),
@@ -142,6 +157,7 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
         AdminState {
             log: Arc::clone(&log),
             offloader: Arc::clone(&offloader),
+            metrics: Arc::clone(&metrics),
         },
         async {
             let _ = admin_stopped.await;

@@ -112,29 +112,6 @@ mod tests {
     use crate::admin::model::LedgerInfo;
 
     #[test]
-    fn sizes_and_durations_parse_as_pulsar_admin_does() {
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("10M").unwrap(), 10 << 20);
-        assert_eq!(parse_size("100k").unwrap(), 100 << 10);
-        assert_eq!(parse_size("-1").unwrap(), -1);
-        assert!(
-            parse_size("10MB")
-                .unwrap_err()
-                .to_string()
-                .contains("Invalid size '10MB'")
-        );
-        assert_eq!(parse_duration_ms("10m").unwrap(), 600_000);
-        assert_eq!(parse_duration_ms("2w").unwrap(), 14 * 86_400_000);
-        assert_eq!(parse_duration_ms("30").unwrap(), 30_000);
-        assert!(
-            parse_duration_ms("5x")
-                .unwrap_err()
-                .to_string()
-                .contains("Invalid time unit 'x'")
-        );
-    }
-
-    #[test]
     fn threshold_picks_the_message_id_like_pulsar_admin() {
         let ledger = |id, size| LedgerInfo {
             ledger_id: id,
@@ -186,48 +163,12 @@ impl CliError {
     }
 }
 
-/// Pulsar's size strings: a byte count, or a number with k/m/g/t (powers of 1024, any case).
-pub fn parse_size(text: &str) -> Result<i64, CliError> {
-    let invalid = || {
-        CliError::Usage(format!(
-            "Invalid size '{text}'. Valid formats are: (4096, 100K, 10M, 16G, 2T)"
-        ))
-    };
-    let text = text.trim();
-    let (number, shift) = match text.chars().last() {
-        Some('k' | 'K') => (&text[..text.len() - 1], 10),
-        Some('m' | 'M') => (&text[..text.len() - 1], 20),
-        Some('g' | 'G') => (&text[..text.len() - 1], 30),
-        Some('t' | 'T') => (&text[..text.len() - 1], 40),
-        _ => (text, 0),
-    };
-    let value: i64 = number.parse().map_err(|_| invalid())?;
-    value.checked_mul(1i64 << shift).ok_or_else(invalid)
+fn parse_size(text: &str) -> Result<i64, CliError> {
+    crate::units::parse_size(text).map_err(CliError::Usage)
 }
 
-/// Pulsar's relative times: a number with s, m, h, d, w or y (seconds when bare).
-pub fn parse_duration_ms(text: &str) -> Result<u64, CliError> {
-    let text = text.trim().to_ascii_lowercase();
-    let last = text
-        .chars()
-        .last()
-        .ok_or_else(|| CliError::Usage("the time cannot be empty".into()))?;
-    let (number, seconds) = match last {
-        's' => (&text[..text.len() - 1], 1),
-        'm' => (&text[..text.len() - 1], 60),
-        'h' => (&text[..text.len() - 1], 3600),
-        'd' => (&text[..text.len() - 1], 86_400),
-        'w' => (&text[..text.len() - 1], 7 * 86_400),
-        'y' => (&text[..text.len() - 1], 365 * 86_400),
-        c if c.is_ascii_digit() => (text.as_str(), 1),
-        c => return Err(CliError::Usage(format!("Invalid time unit '{c}'"))),
-    };
-    let value: u64 = number
-        .parse()
-        .map_err(|_| CliError::Usage(format!("Invalid time '{text}'")))?;
-    value
-        .checked_mul(seconds * 1000)
-        .ok_or_else(|| CliError::Usage(format!("Invalid time '{text}'")))
+fn parse_duration_ms(text: &str) -> Result<u64, CliError> {
+    crate::units::parse_duration_ms(text).map_err(CliError::Usage)
 }
 
 /// pulsar-admin's choice of the message id for `topics offload --size-threshold`: walking from

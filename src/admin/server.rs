@@ -17,6 +17,7 @@ use tracing::info;
 
 use super::model::{ErrorBody, InternalStats, SealedInfo};
 use crate::log::{LocalLog, LogError};
+use crate::metrics::Metrics;
 use crate::name::{NameError, NameKind, NamespaceName, TopicName, validate};
 use crate::offload::{MessageId, OffloadError, OffloadStatus, Offloader, PolicyError};
 
@@ -25,6 +26,7 @@ use crate::offload::{MessageId, OffloadError, OffloadStatus, Offloader, PolicyEr
 pub struct AdminState {
     pub log: Arc<LocalLog>,
     pub offloader: Arc<Offloader>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl FromRef<AdminState> for Arc<LocalLog> {
@@ -137,6 +139,7 @@ pub fn router(state: AdminState) -> Router {
                 .put(set_deletion_lag)
                 .delete(clear_deletion_lag),
         )
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -261,6 +264,16 @@ async fn seal(
     let topic = log.topic(&name)?;
     let sealed = blocking(move || topic.seal_now(SystemTime::now())).await?;
     Ok(Json(SealedInfo::from(&sealed)))
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 fn existing_topic(

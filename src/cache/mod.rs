@@ -236,11 +236,34 @@ impl Cache {
         };
         let index = cell
             .get_or_try_init(|| async {
-                let bytes = self.store.get(&object.index_key).await?;
-                let index = IndexObject::decode(&bytes).map_err(|reason| CacheError::Index {
-                    key: object.index_key.clone(),
-                    reason,
-                })?;
+                // The disk cache keeps index objects too (as block 0 of the index key), so a
+                // remount can read cached blocks while the store is unreachable.
+                let disk_key = BlockKey {
+                    object: Arc::from(object.index_key.as_str()),
+                    index: 0,
+                };
+                let cached = self.disk.as_ref().and_then(|disk| {
+                    let bytes = tokio::task::block_in_place(|| disk.get(&disk_key))?;
+                    IndexObject::decode(&bytes).ok()
+                });
+                let index = match cached {
+                    Some(index) => index,
+                    None => {
+                        let bytes = self.store.get(&object.index_key).await?;
+                        let index =
+                            IndexObject::decode(&bytes).map_err(|reason| CacheError::Index {
+                                key: object.index_key.clone(),
+                                reason,
+                            })?;
+                        if let Some(disk) = &self.disk
+                            && let Err(e) =
+                                tokio::task::block_in_place(|| disk.put(&disk_key, &bytes))
+                        {
+                            warn!(error = %e, "cannot write an index object to the disk cache");
+                        }
+                        index
+                    }
+                };
                 if index.size != object.size {
                     return Err(CacheError::Index {
                         key: object.index_key.clone(),

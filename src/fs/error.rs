@@ -26,11 +26,12 @@ pub enum FsError {
         path: String,
         source: std::io::Error,
     },
-    /// The object store failed (after its retries): EIO, never ENOENT.
+    /// Reading an offloaded segment failed (store errors after retries, a checksum mismatch,
+    /// a timeout): EIO, never ENOENT.
     #[error("{path}: {source}")]
-    Store {
+    Cache {
         path: String,
-        source: crate::store::StoreError,
+        source: crate::cache::CacheError,
     },
     #[error("file handle {0} is not open")]
     BadHandle(u64),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::attr::Attr;
+use crate::cache::{ReadAhead, RemoteObject};
 use crate::log::Topic;
 
 #[derive(Debug, Clone)]
@@ -33,8 +34,8 @@ pub enum Handle {
     },
     /// A sealed segment read from its object in the store.
     Remote {
-        key: String,
-        size: u64,
+        object: RemoteObject,
+        readahead: Mutex<ReadAhead>,
     },
     Directory {
         entries: Vec<DirEntry>,

@@ -34,7 +34,10 @@ use crate::config::ReadPriority;
 use crate::log::{AppendAt, LocalLog, SealedSegment, Topic, TopicSnapshot, parse_data_file_name};
 use crate::name::{NamespaceName, TopicName};
 use crate::offload::Offloader;
-use crate::store::StoreError;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::cache::{Cache, ReadAhead, RemoteObject};
 
 pub const ACTIVE_NAME: &str = "active";
 
@@ -76,14 +79,27 @@ pub struct StatFs {
 #[derive(Debug, Clone)]
 pub struct RemoteTier {
     pub offloader: Arc<Offloader>,
-    /// The runtime the store's client lives on; FUSE threads wait on it.
+    pub cache: Arc<Cache>,
+    /// The runtime reads of offloaded segments run on.
     pub runtime: tokio::runtime::Handle,
 }
 
-impl RemoteTier {
-    fn read(&self, key: &str, range: std::ops::Range<u64>) -> Result<bytes::Bytes, StoreError> {
-        self.runtime
-            .block_on(self.offloader.store().get_range(key, range))
+/// The answer to a read: at once (local files), or later (offloaded segments, read through the
+/// cache on the runtime so that no FUSE thread waits on the network).
+pub enum Read {
+    Ready(Result<Vec<u8>, FsError>),
+    Later(Pin<Box<dyn Future<Output = Result<Vec<u8>, FsError>> + Send>>),
+}
+
+impl Read {
+    /// Waits for the answer on the current thread (tests, and callers outside the runtime).
+    pub fn wait(self, runtime: Option<&tokio::runtime::Handle>) -> Result<Vec<u8>, FsError> {
+        match self {
+            Read::Ready(result) => result,
+            Read::Later(future) => runtime
+                .expect("a later read needs the runtime")
+                .block_on(future),
+        }
     }
 }
 
@@ -458,8 +474,11 @@ impl TierFs {
                     .sealed_segment(*id)
                     .ok_or_else(|| FsError::NotFound(node.to_string()))?;
                 let size = segment.size;
-                let handle = match self.remote_key(&segment) {
-                    Some(key) => Handle::Remote { key, size },
+                let handle = match self.remote_object(&segment) {
+                    Some(object) => Handle::Remote {
+                        object,
+                        readahead: std::sync::Mutex::new(ReadAhead::new()),
+                    },
                     None => Handle::Sealed {
                         file: topic.open_sealed(*id).map_err(FsError::log(&node))?,
                         size,
@@ -493,42 +512,56 @@ impl TierFs {
 
     /// Which copy of a sealed segment reads use: the object when there is no local copy, or
     /// when both exist and `managedLedgerDataReadPriority` is `tiered-storage-first`.
-    fn remote_key(&self, segment: &SealedSegment) -> Option<String> {
+    fn remote_object(&self, segment: &SealedSegment) -> Option<RemoteObject> {
         let remote = self.remote.as_ref()?;
         let record = segment.offload.as_ref().filter(|r| r.is_complete())?;
         let prefer_remote =
             remote.offloader.config().read_priority == ReadPriority::TieredStorageFirst;
-        (!segment.local || prefer_remote).then(|| record.data_key.clone())
+        (!segment.local || prefer_remote).then(|| RemoteObject {
+            data_key: Arc::from(record.data_key.as_str()),
+            index_key: record.index_key.clone(),
+            size: segment.size,
+        })
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
-        let handle = self.handles.get(fh).ok_or(FsError::BadHandle(fh))?;
-        if let Handle::Remote { key, size: len } = handle.as_ref() {
-            if offset >= *len {
-                return Ok(Vec::new());
-            }
-            let end = (*len).min(offset + u64::from(size));
-            let remote = self.remote.as_ref().ok_or(FsError::BadHandle(fh))?;
-            let bytes = remote
-                .read(key, offset..end)
-                .map_err(|source| FsError::Store {
-                    path: remote.offloader.store().url(key),
-                    source,
-                })?;
-            if bytes.len() as u64 != end - offset {
-                return Err(FsError::Store {
-                    path: remote.offloader.store().url(key),
-                    source: StoreError::Other(format!(
-                        "asked for {} bytes at {offset}, got {}",
-                        end - offset,
-                        bytes.len()
-                    )),
-                });
-            }
-            return Ok(bytes.to_vec());
+    /// The runtime that completes [`Read::Later`] reads.
+    pub fn runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.remote.as_ref().map(|r| &r.runtime)
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Read {
+        let Some(handle) = self.handles.get(fh) else {
+            return Read::Ready(Err(FsError::BadHandle(fh)));
+        };
+        if let Handle::Remote { object, .. } = handle.as_ref() {
+            let Some(remote) = self.remote.clone() else {
+                return Read::Ready(Err(FsError::BadHandle(fh)));
+            };
+            let url = remote.offloader.store().url(&object.data_key);
+            return Read::Later(Box::pin(async move {
+                let Handle::Remote { object, readahead } = handle.as_ref() else {
+                    unreachable!("matched above");
+                };
+                remote
+                    .cache
+                    .read(object, readahead, offset, u64::from(size))
+                    .await
+                    .map(|bytes| bytes.to_vec())
+                    .map_err(|source| FsError::Cache { path: url, source })
+            }));
         }
-        let (file, len, path) = match handle.as_ref() {
-            Handle::Remote { .. } => unreachable!("handled above"),
+        Read::Ready(self.read_local(&handle, fh, offset, size))
+    }
+
+    fn read_local(
+        &self,
+        handle: &Handle,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, FsError> {
+        let (file, len, path) = match handle {
+            Handle::Remote { .. } => unreachable!("remote handles are read through the cache"),
             Handle::Sealed { file, size } => (Arc::clone(file), *size, format!("file handle {fh}")),
             Handle::Active { topic, .. } => {
                 let (_, file, len) = topic.active_file().map_err(FsError::log(topic.name()))?;

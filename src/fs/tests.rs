@@ -57,9 +57,9 @@ fn appends_roll_over_and_show_as_files() {
     assert_eq!(sealed.ttl(), attr::IMMUTABLE_TTL);
     let read = fs.open(sealed.ino, libc::O_RDONLY).unwrap();
     assert!(read.keep_cache && !read.direct_io);
-    assert_eq!(fs.read(read.fh, 0, 100).unwrap(), b"abb");
-    assert_eq!(fs.read(read.fh, 3, 100).unwrap(), b"");
-    assert_eq!(fs.read(opened.fh, 0, 100).unwrap(), b"ccc");
+    assert_eq!(fs.read(read.fh, 0, 100).wait(None).unwrap(), b"abb");
+    assert_eq!(fs.read(read.fh, 3, 100).wait(None).unwrap(), b"");
+    assert_eq!(fs.read(opened.fh, 0, 100).wait(None).unwrap(), b"ccc");
     assert_eq!(
         fs.getxattr(sealed.ino, OsStr::new("user.tierfs.entries"))
             .unwrap(),
@@ -90,7 +90,7 @@ fn non_append_handles_write_only_at_their_position_or_the_end() {
     fs.write(second, 3, b"de").unwrap();
     // The first handle continues its own stream at 3: appended at the tail (5).
     fs.write(first, 3, b"f").unwrap();
-    assert_eq!(fs.read(first, 0, 10).unwrap(), b"abcdef");
+    assert_eq!(fs.read(first, 0, 10).wait(None).unwrap(), b"abcdef");
 }
 
 #[test]

@@ -21,7 +21,7 @@ pub fn classify(err: &FsError) -> (i32, Level) {
         FsError::BadHandle(_) => (libc::EBADF, Level::INFO),
         FsError::Io { source, .. } => (source.raw_os_error().unwrap_or(libc::EIO), Level::ERROR),
         FsError::Log { source, .. } => classify_log(source),
-        FsError::Store { .. } => (libc::EIO, Level::ERROR),
+        FsError::Cache { .. } => (libc::EIO, Level::ERROR),
     }
 }
 

@@ -18,7 +18,7 @@ use fuser::{
 };
 use tracing::{debug, warn};
 
-use crate::fs::{Attr, FsError, Kind, SetAttr, TierFs};
+use crate::fs::{Attr, FsError, Kind, Read, SetAttr, TierFs};
 
 pub use errno::classify;
 
@@ -277,8 +277,19 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         match self.fs.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(err("read", &e)),
+            Read::Ready(Ok(data)) => reply.data(&data),
+            Read::Ready(Err(e)) => reply.error(err("read", &e)),
+            Read::Later(future) => {
+                let Some(runtime) = self.fs.runtime() else {
+                    return reply.error(Errno::EIO);
+                };
+                runtime.spawn(async move {
+                    match future.await {
+                        Ok(data) => reply.data(&data),
+                        Err(e) => reply.error(err("read", &e)),
+                    }
+                });
+            }
         }
     }
 

@@ -18,6 +18,7 @@ use super::status::{MessageId, OffloadStatus, Progress};
 use super::upload::PartUpload;
 use crate::config::OffloadConfig;
 use crate::log::{LocalLog, OffloadRecord, SealedSegment, Topic, to_millis};
+use crate::metrics::Metrics;
 use crate::name::TopicName;
 use crate::store::ObjectStore;
 
@@ -27,6 +28,7 @@ const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 const REEVALUATE_EVERY: u32 = 15;
 
 pub struct Offloader {
+    metrics: Arc<Metrics>,
     log: Arc<LocalLog>,
     store: Arc<dyn ObjectStore>,
     config: OffloadConfig,
@@ -63,8 +65,10 @@ impl Offloader {
         store: Arc<dyn ObjectStore>,
         config: OffloadConfig,
         policies: Policies,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            metrics,
             layout: Layout::new(&config.prefix),
             log,
             store,
@@ -218,10 +222,14 @@ impl Offloader {
                 .await?;
                 self.publish_manifest(topic).await;
                 let secs = started.elapsed().as_secs_f64();
+                self.metrics.offloads.inc();
+                self.metrics.offload_bytes.inc_by(segment.size);
+                self.metrics.offload_duration.observe(secs);
                 info!(topic = %name, segment = id, bytes = segment.size, seconds = secs, "offload complete");
                 Ok(())
             }
             Err(e) => {
+                self.metrics.offload_errors.inc();
                 let recorded = topic
                     .sealed_segment(id)
                     .and_then(|s| s.offload)

@@ -23,6 +23,7 @@ pub struct TestMount {
     log: PathBuf,
     starts: u32,
     env: Vec<(String, String)>,
+    flags: Vec<String>,
 }
 
 /// Rollover settings that never seal on their own.
@@ -37,6 +38,11 @@ impl TestMount {
 
     /// Mounts with extra environment variables for the daemon.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(config, env, &[])
+    }
+
+    /// Mounts with extra environment variables and extra `tierfs mount` flags.
+    pub fn start_with(config: &str, env: &[(&str, &str)], flags: &[&str]) -> Self {
         let root = tempfile::tempdir().expect("tempdir");
         let mnt = root.path().join("mnt");
         let data = root.path().join("data");
@@ -55,6 +61,7 @@ impl TestMount {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         mount.spawn();
         mount
@@ -77,6 +84,7 @@ impl TestMount {
                 "--log",
                 "tierfs=debug,info",
             ])
+            .args(&self.flags)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
@@ -405,6 +413,12 @@ impl StoreProbe {
         uploads.into_iter().map(|u| u.key).collect()
     }
 
+    pub fn put(&self, key: &str, data: Vec<u8>) {
+        self.runtime
+            .block_on(self.store.put(key, bytes::Bytes::from(data)))
+            .unwrap();
+    }
+
     pub fn get(&self, key: &str) -> Vec<u8> {
         self.runtime.block_on(self.store.get(key)).unwrap().to_vec()
     }
@@ -428,4 +442,104 @@ pub fn wait_offload_status(m: &TestMount, topic: &str, want: &str, timeout: Dura
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// An S3 server of a test's own (for tests that stop the store), from scripts/s3-server.sh.
+pub struct OwnS3 {
+    pub dir: tempfile::TempDir,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+static SERVER_STARTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn s3_script(args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3-server.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "s3-server.sh {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl OwnS3 {
+    pub fn start() -> Self {
+        let _one_at_a_time = SERVER_STARTS.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        s3_script(&["start", dir.path().to_str().unwrap()]);
+        let env = fs::read_to_string(dir.path().join("env")).unwrap();
+        let value = |name: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap()
+                .to_string()
+        };
+        Self {
+            endpoint: value("TIERFS_TEST_S3_ENDPOINT"),
+            bucket: value("TIERFS_TEST_S3_BUCKET"),
+            dir,
+        }
+    }
+
+    pub fn config(&self, prefix: &str) -> String {
+        format!(
+            "managedLedgerOffloadDriver=S3\nmanagedLedgerOffloadBucket={}\n\
+             managedLedgerOffloadServiceEndpoint={}\nmanagedLedgerOffloadPrefix={prefix}\n",
+            self.bucket, self.endpoint
+        )
+    }
+
+    pub fn stop(&self) {
+        s3_script(&["stop", self.dir.path().to_str().unwrap()]);
+    }
+
+    pub fn resume(&self) {
+        s3_script(&["resume", self.dir.path().to_str().unwrap()]);
+    }
+}
+
+impl Drop for OwnS3 {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3-server.sh"))
+            .args(["stop", self.dir.path().to_str().unwrap()])
+            .output();
+    }
+}
+
+/// The peak resident memory of a process, in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Bytes of the files under a directory.
+pub fn disk_usage(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let meta = e.metadata().unwrap();
+                    if meta.is_dir() {
+                        disk_usage(&e.path())
+                    } else {
+                        meta.len()
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }

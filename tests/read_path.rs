@@ -1,0 +1,222 @@
+//! Reading offloaded segments through the cache on real mounts against a real S3 server:
+//! byte-exact sequential and random reads, concurrent readers, the memory and disk bounds, the
+//! disk cache across a remount with the store down, a corrupted object, and the store stopping
+//! in the middle of reads.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MIB: u64 = 1 << 20;
+
+/// Writes one sealed segment of `mib` MiB (1 MiB entries from page-aligned buffers via dd),
+/// offloads it, waits until the local copy is gone; returns the segment's path and bytes.
+fn offloaded_segment(m: &TestMount, topic: &str, mib: u64) -> (std::path::PathBuf, Vec<u8>) {
+    let dir = m.topic(topic);
+    let status = std::process::Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            "bs=1M",
+            &format!("count={mib}"),
+            "oflag=append",
+            "conv=notrunc",
+            "status=none",
+        ])
+        .arg(format!("of={}", dir.join("active").display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let segment = dir.join("00000000000000000001.seg");
+    let bytes = fs::read(&segment).unwrap();
+    assert_eq!(bytes.len() as u64, mib * MIB);
+    m.admin_ok(&["topics", "offload", "-s", "0", topic]);
+    assert_eq!(
+        m.admin_ok(&["topics", "offload-status", "-w", topic]),
+        "Offload was a success\n"
+    );
+    wait_for("the local copy to go", Duration::from_secs(30), || {
+        xattr(&segment, "user.tierfs.local") == "no"
+    });
+    // The kernel may still hold the pages read from the local copy; reads must reach tierfs.
+    drop_page_cache();
+    (segment, bytes)
+}
+
+fn config(s3: &str, mib: u64) -> String {
+    format!(
+        "managedLedgerMaxEntriesPerLedger={mib}\nmanagedLedgerMinLedgerRolloverTimeMinutes=0\n\
+         managedLedgerOffloadDeletionLagMs=0\n{s3}"
+    )
+}
+
+fn metric(m: &TestMount, name: &str) -> f64 {
+    let url = fs::read_to_string(m.data.join("admin.addr")).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-s", &format!("{}/metrics", url.trim())])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+fn drop_page_cache() {
+    let _ = fs::write("/proc/sys/vm/drop_caches", "3");
+}
+
+#[test]
+fn sequential_random_and_concurrent_reads_are_exact_and_bounded() {
+    let s3 = S3Env::get();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let m = TestMount::start_with(
+        &config(&s3.config(&unique_prefix("reads")), 48),
+        &[],
+        &[
+            "--cache-size",
+            "8M",
+            "--cache-dir",
+            cache_dir.path().to_str().unwrap(),
+            "--cache-max-size",
+            "16M",
+            "--readahead-budget",
+            "16M",
+        ],
+    );
+    let (segment, bytes) = offloaded_segment(&m, "t/ns/reads", 48);
+
+    drop_page_cache();
+    assert!(
+        fs::read(&segment).unwrap() == bytes,
+        "sequential read differs"
+    );
+    let file = fs::File::open(&segment).unwrap();
+    for i in 0..300u64 {
+        let at = (i * 104_729 * 37) % (bytes.len() as u64 - 1);
+        let len = (1 + (i * 7919) % 20_000).min(bytes.len() as u64 - at) as usize;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, at).unwrap();
+        assert!(
+            buf == bytes[at as usize..at as usize + len],
+            "pread at {at}+{len} differs"
+        );
+    }
+    let readers: Vec<_> = (0..6)
+        .map(|r| {
+            let (segment, expected) = (segment.clone(), bytes.clone());
+            std::thread::spawn(move || {
+                let file = fs::File::open(&segment).unwrap();
+                for i in 0..50u64 {
+                    let at = ((r * 50 + i) * 1_000_003) % (expected.len() as u64 - 4096);
+                    let mut buf = vec![0u8; 4096];
+                    file.read_exact_at(&mut buf, at).unwrap();
+                    assert!(buf == expected[at as usize..at as usize + 4096]);
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+    let rss = peak_rss(m.pid().unwrap());
+    let disk = disk_usage(cache_dir.path());
+    eprintln!("peak RSS {} MiB, disk cache {} MiB", rss / MIB, disk / MIB);
+    assert!(
+        disk <= 16 * MIB,
+        "the disk cache holds {disk} bytes, over its 16 MiB bound"
+    );
+    // 8 MiB cache + 16 MiB read-ahead budget + the process itself; a 48 MiB segment must not fit.
+    assert!(rss < 120 * MIB, "peak RSS {} MiB", rss / MIB);
+    assert!(metric(&m, "tierfs_cache_bytes") <= (8 * MIB) as f64);
+    assert!(metric(&m, "tierfs_store_get_requests_total") > 0.0);
+    assert!(metric(&m, "tierfs_cache_hits_total") > 0.0);
+    assert!(metric(&m, "tierfs_readahead_resets_total") > 0.0);
+}
+
+#[test]
+fn a_corrupted_object_byte_is_eio_never_wrong_bytes() {
+    let s3 = S3Env::get();
+    let prefix = unique_prefix("corrupt");
+    let conf = config(&s3.config(&prefix), 4);
+    let m = TestMount::start(&conf);
+    let (segment, bytes) = offloaded_segment(&m, "t/ns/corrupt", 4);
+    let probe = StoreProbe::new(&conf, &m.data);
+    let key = probe
+        .keys(&format!("{prefix}/"))
+        .into_iter()
+        .find(|k| k.ends_with(".seg"))
+        .unwrap();
+    let mut damaged = bytes.clone();
+    damaged[(2 * MIB + 12345) as usize] ^= 0x01;
+    probe.put(&key, damaged);
+    let file = fs::File::open(&segment).unwrap();
+    let mut buf = vec![0u8; 4096];
+    file.read_exact_at(&mut buf, 0).unwrap();
+    assert!(buf == bytes[..4096], "an intact block reads fine");
+    let err = file.read_exact_at(&mut buf, 2 * MIB + 12000).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(m.log_text().contains("fails its CRC32C check"));
+    assert!(metric(&m, "tierfs_checksum_failures_total") >= 1.0);
+}
+
+#[test]
+fn the_disk_cache_serves_a_remount_while_the_store_is_down() {
+    let s3 = OwnS3::start();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--cache-dir",
+        cache_dir.path().to_str().unwrap(),
+        "--cache-max-size",
+        "64M",
+        "--read-timeout",
+        "5s",
+    ];
+    let mut m = TestMount::start_with(&config(&s3.config("diskcache"), 8), &[], &flags);
+    let (segment, bytes) = offloaded_segment(&m, "t/ns/warm", 8);
+    assert!(fs::read(&segment).unwrap() == bytes);
+    assert_eq!(m.stop(), Some(0));
+    s3.stop();
+    m.restart();
+    drop_page_cache();
+    assert!(
+        fs::read(&segment).unwrap() == bytes,
+        "the disk cache did not serve the segment"
+    );
+    assert!(metric(&m, "tierfs_disk_cache_hits_total") >= 8.0);
+}
+
+#[test]
+fn a_store_that_stops_mid_read_gives_eio_in_bounded_time_then_recovers() {
+    let s3 = OwnS3::start();
+    let m = TestMount::start_with(
+        &config(&s3.config("stop"), 16),
+        &[],
+        &["--read-timeout", "5s", "--cache-size", "4M"],
+    );
+    let (segment, bytes) = offloaded_segment(&m, "t/ns/flaky", 16);
+    drop_page_cache();
+    let file = fs::File::open(&segment).unwrap();
+    let mut buf = vec![0u8; 4096];
+    file.read_exact_at(&mut buf, 0).unwrap();
+    s3.stop();
+    let started = Instant::now();
+    let err = file.read_exact_at(&mut buf, 12 * MIB).unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(took < Duration::from_secs(15), "EIO took {took:?}");
+    assert!(is_mounted(&m.mnt), "the mount must stay up");
+    s3.resume();
+    wait_for("reads to recover", Duration::from_secs(30), || {
+        file.read_exact_at(&mut buf, 12 * MIB).is_ok()
+    });
+    assert!(buf == bytes[(12 * MIB) as usize..(12 * MIB) as usize + 4096]);
+    eprintln!("EIO after {took:?} with the store down");
+    let _ = Path::new("");
+}
