@@ -55,13 +55,13 @@ dd if=/dev/urandom of="$topic/active" bs=1M count="$mib" oflag=append conv=notru
 admin topics offload -s 0 bench/read/big >/dev/null
 admin topics offload-status -w bench/read/big >/dev/null
 segment="$topic/00000000000000000001.seg"
-for _ in $(seq 100); do [[ "$(getfattr --only-values -n user.tierfs.local "$segment" 2>/dev/null)" == no ]] && break; sleep 0.1; done
-key=$(getfattr --only-values -n user.tierfs.object "$segment" | sed -E 's#^s3://[^/]+/##')
+for _ in $(seq 100); do [[ "$(getfattr --absolute-names --only-values -n user.tierfs.local "$segment" 2>/dev/null)" == no ]] && break; sleep 0.1; done
+key=$(getfattr --absolute-names --only-values -n user.tierfs.object "$segment" | sed -E 's#^s3://[^/]+/##')
 
 # The limit: one ranged GET of the whole object with curl (SigV4), into /dev/null.
 sync; echo 3 >/proc/sys/vm/drop_caches
 t0=$(now)
-curl -sf -o /dev/null --aws-sigv4 "aws:amz:$TIERFS_TEST_S3_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+curl -sf -o /dev/null --aws-sigv4 "aws:amz:$TIERFS_TEST_S3_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
   -H "Range: bytes=0-$((mib * 1048576 - 1))" "$TIERFS_TEST_S3_ENDPOINT/$TIERFS_TEST_S3_BUCKET/$key"
 t1=$(now)
 raw=$(rate "$mib" "$t0" "$t1")

@@ -141,7 +141,7 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
         }),
     ));
     let session = fuser::Session::new(
-        FuseAdapter::new(fs),
+        FuseAdapter::new(Arc::clone(&fs)),
         &options.mountpoint,
         &FuseAdapter::config(&options.settings),
     )
@@ -151,6 +151,10 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
         source,
     })?;
 
+    let notifier = session.notifier();
+    fs.set_invalidator(Box::new(move |parent, name| {
+        let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(name));
+    }));
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = runtime.spawn(server::serve(
         listener,
@@ -158,6 +162,7 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
             log: Arc::clone(&log),
             offloader: Arc::clone(&offloader),
             metrics: Arc::clone(&metrics),
+            fs: Some(Arc::clone(&fs)),
         },
         async {
             let _ = admin_stopped.await;

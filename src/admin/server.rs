@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use super::model::{ErrorBody, InternalStats, SealedInfo};
+use crate::fs::{Node, TierFs};
 use crate::log::{LocalLog, LogError};
 use crate::metrics::Metrics;
 use crate::name::{NameError, NameKind, NamespaceName, TopicName, validate};
@@ -27,6 +28,16 @@ pub struct AdminState {
     pub log: Arc<LocalLog>,
     pub offloader: Arc<Offloader>,
     pub metrics: Arc<Metrics>,
+    /// The mounted filesystem, told when the API removes what the kernel may have cached.
+    pub fs: Option<Arc<TierFs>>,
+}
+
+impl AdminState {
+    fn forget(&self, parent: Node, name: &str) {
+        if let Some(fs) = &self.fs {
+            fs.forget_name(&parent, name);
+        }
+    }
 }
 
 impl FromRef<AdminState> for Arc<LocalLog> {
@@ -173,11 +184,13 @@ async fn create_tenant(
 }
 
 async fn delete_tenant(
-    State(log): State<Arc<LocalLog>>,
+    State(state): State<AdminState>,
     Path(tenant): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     validate(NameKind::Tenant, &tenant)?;
-    blocking(move || log.remove_tenant(&tenant)).await?;
+    let (log, name) = (Arc::clone(&state.log), tenant.clone());
+    blocking(move || log.remove_tenant(&name)).await?;
+    state.forget(Node::Root, &tenant);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -212,6 +225,7 @@ async fn delete_namespace(
     let (log, name) = (Arc::clone(&state.log), ns.clone());
     blocking(move || log.remove_namespace(&name)).await?;
     state.offloader.policies().forget(&ns)?;
+    state.forget(Node::Tenant(ns.tenant.clone()), &ns.namespace);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -239,11 +253,13 @@ async fn create_topic(
 }
 
 async fn delete_topic(
-    State(log): State<Arc<LocalLog>>,
+    State(state): State<AdminState>,
     Path((tenant, namespace, topic)): Path<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let name = TopicName::new(&tenant, &namespace, &topic)?;
-    blocking(move || log.remove_topic(&name)).await?;
+    let (log, removed) = (Arc::clone(&state.log), name.clone());
+    blocking(move || log.remove_topic(&removed)).await?;
+    state.forget(Node::Namespace(name.namespace_name()), &name.topic);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -91,6 +91,12 @@ impl InodeTable {
         ino
     }
 
+    /// The node's inode number if it was ever assigned.
+    pub fn existing(&self, node: &Node) -> Option<u64> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.by_node.get(node).copied()
+    }
+
     pub fn node(&self, ino: u64) -> Option<Node> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.by_ino.get(&ino).cloned()

@@ -103,13 +103,24 @@ impl Read {
     }
 }
 
-#[derive(Debug)]
+/// Tells the kernel to forget a cached name: `(parent inode, name)`.
+pub type Invalidator = Box<dyn Fn(u64, &str) + Send + Sync>;
+
 pub struct TierFs {
     log: Arc<LocalLog>,
     remote: Option<RemoteTier>,
+    invalidator: std::sync::OnceLock<Invalidator>,
     inodes: InodeTable,
     handles: HandleTable,
     owner: Owner,
+}
+
+impl std::fmt::Debug for TierFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TierFs")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TierFs {
@@ -122,9 +133,25 @@ impl TierFs {
         Self {
             log,
             remote,
+            invalidator: std::sync::OnceLock::new(),
             inodes: InodeTable::default(),
             handles: HandleTable::default(),
             owner: Owner::current(),
+        }
+    }
+
+    /// Installs how names are dropped from the kernel's cache (the FUSE session's notifier).
+    pub fn set_invalidator(&self, invalidator: Invalidator) {
+        let _ = self.invalidator.set(invalidator);
+    }
+
+    /// A tenant, namespace or topic was removed outside the mount (admin API): the kernel
+    /// must not keep serving its cached name.
+    pub fn forget_name(&self, parent: &Node, name: &str) {
+        if let (Some(invalidate), Some(ino)) =
+            (self.invalidator.get(), self.inodes.existing(parent))
+        {
+            invalidate(ino, name);
         }
     }
 
