@@ -216,6 +216,11 @@ impl Cache {
         let blocks = self
             .blocks(object, &index, offset / block..end.div_ceil(block))
             .await?;
+        if let [(i, data)] = blocks.as_slice() {
+            // Within one block: a view of the cached bytes, no copy.
+            let start = i * block;
+            return Ok(data.slice((offset - start) as usize..(end - start) as usize));
+        }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for (i, data) in blocks {
             let start = i * block;

@@ -88,7 +88,7 @@ pub struct RemoteTier {
 /// cache on the runtime so that no FUSE thread waits on the network).
 pub enum Read {
     Ready(Result<Vec<u8>, FsError>),
-    Later(Pin<Box<dyn Future<Output = Result<Vec<u8>, FsError>> + Send>>),
+    Later(Pin<Box<dyn Future<Output = Result<bytes::Bytes, FsError>> + Send>>),
 }
 
 impl Read {
@@ -98,7 +98,8 @@ impl Read {
             Read::Ready(result) => result,
             Read::Later(future) => runtime
                 .expect("a later read needs the runtime")
-                .block_on(future),
+                .block_on(future)
+                .map(|bytes| bytes.to_vec()),
         }
     }
 }
@@ -573,7 +574,6 @@ impl TierFs {
                     .cache
                     .read(object, readahead, offset, u64::from(size))
                     .await
-                    .map(|bytes| bytes.to_vec())
                     .map_err(|source| FsError::Cache { path: url, source })
             }));
         }

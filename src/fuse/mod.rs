@@ -25,6 +25,9 @@ pub use errno::classify;
 /// Largest `write(2)` that reaches tierfs as one request, and so becomes one entry.
 pub const MAX_WRITE: u32 = 1024 * 1024;
 
+/// The kernel's read-ahead for the mount, as large as it allows up to this.
+pub const MAX_READAHEAD: u32 = 1024 * 1024;
+
 /// How the mount is set up in the kernel.
 #[derive(Debug, Clone)]
 pub struct MountSettings {
@@ -118,6 +121,10 @@ impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         if let Err(nearest) = config.set_max_write(MAX_WRITE) {
             warn!(nearest, "kernel refused max_write of {MAX_WRITE}");
+        }
+        // Larger kernel read-ahead means fewer, larger reads of sealed segments.
+        if let Err(nearest) = config.set_max_readahead(MAX_READAHEAD) {
+            let _ = config.set_max_readahead(nearest);
         }
         for wanted in [
             InitFlags::FUSE_DO_READDIRPLUS,
