@@ -43,6 +43,9 @@ struct MountArgs {
     /// Address of the admin REST endpoint (port 0 picks a free port; the URL is written to <data-dir>/admin.addr)
     #[arg(long, env = "TIERFS_ADMIN_LISTEN", default_value = "127.0.0.1:0")]
     admin_listen: SocketAddr,
+    /// Token every admin request must carry (required when --admin-listen is not loopback)
+    #[arg(long, env = "TIERFS_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Threads serving FUSE requests
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
                 data_dir: args.data_dir,
                 config_file: args.config,
                 admin_listen: args.admin_listen,
+                admin_token: args.admin_token.map(tierfs::config::Secret::new),
                 settings: MountSettings {
                     threads: usize::from(args.threads),
                     allow_other: args.allow_other,

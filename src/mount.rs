@@ -19,7 +19,7 @@ use tracing::{error, info, warn};
 use crate::admin::server::AdminState;
 use crate::admin::{endpoint, server};
 use crate::cache::{Cache, CacheConfig};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Secret};
 use crate::fs::{RemoteTier, TierFs};
 use crate::fuse::{FuseAdapter, MountSettings};
 use crate::log::{DataDirLock, LocalLog, LogError, SealListener};
@@ -34,6 +34,8 @@ pub struct MountOptions {
     pub data_dir: PathBuf,
     pub config_file: Option<PathBuf>,
     pub admin_listen: SocketAddr,
+    /// Required on every admin request; mandatory when the endpoint is not on loopback.
+    pub admin_token: Option<Secret>,
     pub settings: MountSettings,
     pub cache: CacheConfig,
 }
@@ -61,6 +63,10 @@ pub enum MountError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "the admin endpoint would listen on {0}, which is not loopback: set --admin-token (or TIERFS_ADMIN_TOKEN) so that every request must carry it"
+    )]
+    AdminWithoutToken(SocketAddr),
     #[error("cannot open the offload store: {0}")]
     Store(StoreError),
     #[error(transparent)]
@@ -77,6 +83,9 @@ enum Stop {
 }
 
 pub fn run(options: MountOptions) -> Result<(), MountError> {
+    if !options.admin_listen.ip().is_loopback() && options.admin_token.is_none() {
+        return Err(MountError::AdminWithoutToken(options.admin_listen));
+    }
     let config = load_config(options.config_file.as_deref())?;
     check_mountpoint(&options.mountpoint)?;
     std::fs::create_dir_all(&options.data_dir).map_err(|source| MountError::DataDir {
@@ -163,6 +172,7 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
             offloader: Arc::clone(&offloader),
             metrics: Arc::clone(&metrics),
             fs: Some(Arc::clone(&fs)),
+            token: options.admin_token.clone(),
         },
         async {
             let _ = admin_stopped.await;

@@ -17,6 +17,9 @@ pub struct AdminArgs {
     /// URL of the mount's admin endpoint (default: read from <data-dir>/admin.addr)
     #[arg(long, env = "TIERFS_ADMIN_URL")]
     pub admin_url: Option<String>,
+    /// The admin token, when the mount requires one
+    #[arg(long, env = "TIERFS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Data directory of the mount to talk to
     #[arg(long, env = "TIERFS_DATA_DIR", default_value_os_t = crate::config::default_data_dir())]
     pub data_dir: PathBuf,
@@ -246,7 +249,7 @@ pub async fn run(args: AdminArgs) -> Result<String, CliError> {
         Some(url) => url,
         None => endpoint::discover(&args.data_dir).map_err(CliError::Endpoint)?,
     };
-    let client = AdminClient::new(&url)?;
+    let client = AdminClient::new(&url, args.admin_token)?;
     let lines = |items: Vec<String>| items.into_iter().map(|l| l + "\n").collect::<String>();
     Ok(match args.command {
         AdminCommand::Tenants(cmd) => match cmd {

@@ -24,11 +24,12 @@ pub enum ClientError {
 
 pub struct AdminClient {
     base: String,
+    token: Option<String>,
     http: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl AdminClient {
-    pub fn new(base: &str) -> Result<Self, ClientError> {
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
         let base = base.trim_end_matches('/').to_string();
         let uri: hyper::Uri =
             base.parse()
@@ -44,6 +45,7 @@ impl AdminClient {
         }
         Ok(Self {
             base,
+            token,
             http: Client::builder(TokioExecutor::new()).build_http(),
         })
     }
@@ -66,10 +68,14 @@ impl AdminClient {
 
     async fn send(&self, method: Method, path: &str, body: Bytes) -> Result<Bytes, ClientError> {
         let url = format!("{}{path}", self.base);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(&url)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(token) = &self.token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
             .body(Full::new(body))
             .map_err(|e| ClientError::BadUrl {
                 url: url.clone(),

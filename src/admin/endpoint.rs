@@ -14,7 +14,13 @@ pub fn address_file(data_dir: &Path) -> PathBuf {
 
 /// Records the URL of a listening endpoint (atomically, so a reader never sees half of it).
 pub fn publish(data_dir: &Path, addr: SocketAddr) -> std::io::Result<String> {
-    let url = format!("http://{addr}");
+    // An endpoint on every address is reachable on loopback; publish that.
+    let reachable = if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
+    let url = format!("http://{reachable}");
     let tmp = data_dir.join(format!("{ADDRESS_FILE}.tmp"));
     std::fs::write(&tmp, format!("{url}\n"))?;
     std::fs::rename(&tmp, address_file(data_dir))?;

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use super::model::{ErrorBody, InternalStats, SealedInfo};
+use crate::config::Secret;
 use crate::fs::{Node, TierFs};
 use crate::log::{LocalLog, LogError};
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The mounted filesystem, told when the API removes what the kernel may have cached.
     pub fs: Option<Arc<TierFs>>,
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
 }
 
 impl AdminState {
@@ -151,7 +154,57 @@ pub fn router(state: AdminState) -> Router {
                 .delete(clear_deletion_lag),
         )
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         .with_state(state)
+}
+
+/// Compares without an early exit, so timing does not tell how much of a guess was right.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Refuses requests without the admin token, when one is configured.
+async fn authorize(
+    State(state): State<AdminState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(given) if same_secret(given.as_bytes(), token.expose().as_bytes()) => {
+            next.run(request).await
+        }
+        _ => {
+            let reason = if given.is_some() {
+                "the admin token is wrong"
+            } else {
+                "this endpoint requires the admin token (Authorization: Bearer …)"
+            };
+            info!(path = %request.uri().path(), "admin request refused: {reason}");
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(ErrorBody {
+                    reason: reason.to_string(),
+                }),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Binds the listener; the caller learns the real address (port 0 picks a free one).

@@ -78,12 +78,12 @@ impl TestMount {
             .arg(&self.data)
             .arg("--config")
             .arg(&self.config)
-            .args([
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--log",
-                "tierfs=debug,info",
-            ])
+            .args(if self.flags.iter().any(|f| f == "--admin-listen") {
+                vec![]
+            } else {
+                vec!["--admin-listen", "127.0.0.1:0"]
+            })
+            .args(["--log", "tierfs=debug,info"])
             .args(&self.flags)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
