@@ -152,6 +152,15 @@ mod tests {
         assert_eq!(segment_crc(&records_for(&entries)), crc32c::crc32c(&all));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn decoding_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let records = decode_records(&bytes);
+            proptest::prop_assert!(records.windows(2).all(|w| w[0].end < w[1].end));
+            let _ = check_header(&bytes);
+        }
+    }
+
     #[test]
     fn header_checks() {
         assert_eq!(check_header(&header()), Ok(()));

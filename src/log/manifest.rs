@@ -204,6 +204,15 @@ mod tests {
         assert!(!dir.path().join(MANIFEST_TMP).exists());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn loading_any_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(Manifest::path(dir.path()), &bytes).unwrap();
+            let _ = Manifest::load(dir.path());
+        }
+    }
+
     #[test]
     fn refuses_damaged_manifests_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,79 @@
+//! Property tests: the decoders of everything tierfs reads back (index records, index objects,
+//! manifests, properties files, names, disk cache blocks) never panic on any input, and what
+//! they encode they decode.
+
+use proptest::prelude::*;
+use tierfs::config::{Config, Properties};
+use tierfs::name::{NameKind, NamespaceName, TopicName, validate};
+use tierfs::offload::{IndexObject, RemoteManifest};
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn index_objects_decode_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = IndexObject::decode(&bytes);
+    }
+
+    #[test]
+    fn index_objects_round_trip(
+        block in 1u32..5000,
+        sizes in proptest::collection::vec(1u64..10_000, 1..40),
+        flip in any::<prop::sample::Index>(),
+    ) {
+        let mut ends = Vec::new();
+        let mut end = 0;
+        for s in &sizes {
+            end += s;
+            ends.push(end);
+        }
+        let blocks = end.div_ceil(u64::from(block)) as usize;
+        let index = IndexObject {
+            segment: 7,
+            size: end,
+            block_size: block,
+            segment_crc32c: 1,
+            entry_ends: ends,
+            block_crcs: (0..blocks as u32).collect(),
+        };
+        let encoded = index.encode();
+        prop_assert_eq!(IndexObject::decode(&encoded).unwrap(), index);
+        let mut damaged = encoded.clone();
+        let at = flip.index(damaged.len());
+        damaged[at] ^= 0x10;
+        prop_assert!(IndexObject::decode(&damaged).is_err());
+    }
+
+    #[test]
+    fn manifest_objects_decode_without_panicking(text in ".{0,300}") {
+        let _ = RemoteManifest::decode(text.as_bytes());
+    }
+
+    #[test]
+    fn properties_and_config_never_panic(text in "(?s).{0,400}") {
+        let props = Properties::parse(&text);
+        let _ = Config::from_properties(&props, "fuzz.conf");
+    }
+
+    #[test]
+    fn config_values_never_panic(key in prop::sample::select(vec![
+        "managedLedgerMaxEntriesPerLedger", "managedLedgerMinLedgerRolloverTimeMinutes",
+        "managedLedgerMaxLedgerRolloverTimeMinutes", "managedLedgerMaxSizePerLedgerMbytes",
+        "managedLedgerOffloadDriver", "managedLedgerOffloadMaxBlockSizeInBytes",
+        "managedLedgerOffloadReadBufferSizeInBytes", "managedLedgerOffloadDeletionLagMs",
+        "managedLedgerDataReadPriority", "fileSystemURI", "managedLedgerOffloadMaxThreads",
+    ]), value in ".{0,40}") {
+        let props = Properties::parse(&format!("{key}={value}\n"));
+        let _ = Config::from_properties(&props, "fuzz.conf");
+    }
+
+    #[test]
+    fn names_never_panic_and_valid_ones_parse(input in ".{0,300}", name in "[A-Za-z0-9_=:.-]{1,50}") {
+        let _ = TopicName::parse(&input);
+        let _ = NamespaceName::parse(&input);
+        let _ = validate(NameKind::Topic, &input);
+        prop_assume!(name != "." && name != "..");
+        let topic = TopicName::new(&name, &name, &name).unwrap();
+        prop_assert_eq!(TopicName::parse(&topic.persistent()).unwrap(), topic);
+    }
+}
