@@ -552,3 +552,58 @@ fn bad_offload_configuration_fails_before_mounting() {
         assert!(!is_mounted(&mnt));
     }
 }
+
+#[test]
+fn scan_offloaded_finds_and_removes_unreferenced_objects_and_stale_uploads() {
+    let s3 = S3Env::get();
+    let prefix = unique_prefix("scan");
+    let config = format!(
+        "{ROLL_EVERY_5}managedLedgerOffloadDeletionLagMs=0\n{}",
+        s3.config(&prefix)
+    );
+    let m = TestMount::start(&config);
+    let topic = m.topic("t/ns/kept");
+    let written = fill(&topic, 12);
+    m.admin_ok(&["topics", "offload", "-s", "0", "t/ns/kept"]);
+    assert_eq!(
+        m.admin_ok(&["topics", "offload-status", "-w", "t/ns/kept"]),
+        "Offload was a success\n"
+    );
+    wait_all_remote(&topic);
+    assert_eq!(
+        m.admin_ok(&["scan-offloaded", "t/ns"]),
+        "Found 0 unreferenced object(s) and 0 stale multipart upload(s) in t/ns\n"
+    );
+    let probe = StoreProbe::new(&config, &m.data);
+    probe.put(
+        &format!("{prefix}/t/ns/gone/00000000000000000001-x.seg"),
+        b"stray".to_vec(),
+    );
+    probe.start_upload(&format!("{prefix}/t/ns/kept/00000000000000000009-y.seg"));
+    let found = m.admin_ok(&["scan-offloaded", "t/ns"]);
+    assert!(
+        found.contains(&format!(
+            "Unreferenced object: s3://{}/{prefix}/t/ns/gone/00000000000000000001-x.seg (5 bytes)",
+            s3.bucket
+        )),
+        "{found}"
+    );
+    assert!(found.contains("Stale multipart upload: "), "{found}");
+    assert!(
+        found.ends_with("Found 1 unreferenced object(s) and 1 stale multipart upload(s) in t/ns\n"),
+        "{found}"
+    );
+    let removed = m.admin_ok(&["scan-offloaded", "--delete", "t/ns"]);
+    assert!(
+        removed.ends_with(
+            "Removed 1 unreferenced object(s) and 1 stale multipart upload(s) in t/ns\n"
+        ),
+        "{removed}"
+    );
+    assert_eq!(
+        m.admin_ok(&["scan-offloaded", "t/ns"]),
+        "Found 0 unreferenced object(s) and 0 stale multipart upload(s) in t/ns\n"
+    );
+    assert!(probe.pending_uploads(&format!("{prefix}/")).is_empty());
+    check_reads(&topic, &written);
+}

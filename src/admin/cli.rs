@@ -10,7 +10,7 @@ use super::endpoint;
 use super::model::{InternalStats, SealedInfo};
 use crate::log::data_file_name;
 use crate::name::{NameKind, NamespaceName, TopicName, validate};
-use crate::offload::{MessageId, OffloadStatus, State};
+use crate::offload::{MessageId, OffloadStatus, ScanReport, State};
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -38,6 +38,14 @@ pub enum AdminCommand {
     /// Topics (tenant/namespace/topic)
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// List objects in the store that no topic of the namespace references, and stale
+    /// multipart uploads (like Pulsar's scanOffloadedLedgers)
+    ScanOffloaded {
+        /// Remove what was found
+        #[arg(long)]
+        delete: bool,
+        namespace: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -252,6 +260,27 @@ pub async fn run(args: AdminArgs) -> Result<String, CliError> {
     let client = AdminClient::new(&url, args.admin_token)?;
     let lines = |items: Vec<String>| items.into_iter().map(|l| l + "\n").collect::<String>();
     Ok(match args.command {
+        AdminCommand::ScanOffloaded { delete, namespace } => {
+            let ns = NamespaceName::parse(&namespace)?;
+            let method = if delete { Method::DELETE } else { Method::GET };
+            let report: ScanReport = client
+                .json(method, &namespace_path(&ns, "scanOffloaded"))
+                .await?;
+            let mut out = String::new();
+            for (url, size) in &report.unreferenced {
+                out += &format!("Unreferenced object: {url} ({size} bytes)\n");
+            }
+            for (url, id) in &report.stale_uploads {
+                out += &format!("Stale multipart upload: {url} (upload id {id})\n");
+            }
+            out += &format!(
+                "{} {} unreferenced object(s) and {} stale multipart upload(s) in {ns}\n",
+                if report.deleted { "Removed" } else { "Found" },
+                report.unreferenced.len(),
+                report.stale_uploads.len()
+            );
+            out
+        }
         AdminCommand::Tenants(cmd) => match cmd {
             TenantsCommand::List => lines(client.get_json("/admin/v2/tenants").await?),
             TenantsCommand::Create { tenant } => {

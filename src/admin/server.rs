@@ -21,7 +21,7 @@ use crate::fs::{Node, TierFs};
 use crate::log::{LocalLog, LogError};
 use crate::metrics::Metrics;
 use crate::name::{NameError, NameKind, NamespaceName, TopicName, validate};
-use crate::offload::{MessageId, OffloadError, OffloadStatus, Offloader, PolicyError};
+use crate::offload::{MessageId, OffloadError, OffloadStatus, Offloader, PolicyError, ScanReport};
 
 /// What the handlers work on.
 #[derive(Debug, Clone)]
@@ -152,6 +152,10 @@ pub fn router(state: AdminState) -> Router {
             get(get_deletion_lag)
                 .put(set_deletion_lag)
                 .delete(clear_deletion_lag),
+        )
+        .route(
+            "/admin/v2/namespaces/{tenant}/{namespace}/scanOffloaded",
+            get(scan_offloaded).delete(clean_offloaded),
         )
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
@@ -333,6 +337,22 @@ async fn seal(
     let topic = log.topic(&name)?;
     let sealed = blocking(move || topic.seal_now(SystemTime::now())).await?;
     Ok(Json(SealedInfo::from(&sealed)))
+}
+
+async fn scan_offloaded(
+    State(state): State<AdminState>,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> ApiResult<ScanReport> {
+    let ns = existing_namespace(&state.log, &tenant, &namespace)?;
+    Ok(Json(state.offloader.scan(&ns, false).await?))
+}
+
+async fn clean_offloaded(
+    State(state): State<AdminState>,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> ApiResult<ScanReport> {
+    let ns = existing_namespace(&state.log, &tenant, &namespace)?;
+    Ok(Json(state.offloader.scan(&ns, true).await?))
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

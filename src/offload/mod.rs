@@ -41,7 +41,7 @@ pub fn index_object_for_tests(data: &[u8], block: usize) -> IndexObject {
 pub use layout::Layout;
 pub use policy::{NamespacePolicy, Policies, PolicyError};
 pub use remote_manifest::RemoteManifest;
-pub use service::Offloader;
+pub use service::{Offloader, ScanReport};
 pub use status::{MessageId, OffloadStatus, State};
 
 use std::path::PathBuf;

@@ -19,7 +19,18 @@ use super::upload::PartUpload;
 use crate::config::OffloadConfig;
 use crate::log::{LocalLog, OffloadRecord, SealedSegment, Topic, to_millis};
 use crate::metrics::Metrics;
-use crate::name::TopicName;
+use crate::name::{NamespaceName, TopicName};
+
+/// What `scan-offloaded` found.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanReport {
+    /// Object URL and size.
+    pub unreferenced: Vec<(String, u64)>,
+    /// Object URL and upload id.
+    pub stale_uploads: Vec<(String, String)>,
+    pub deleted: bool,
+}
 use crate::store::ObjectStore;
 
 /// How often local copies past their deletion lag are looked for.
@@ -491,6 +502,57 @@ impl Offloader {
                 _ = stop.changed() => return,
             }
         }
+    }
+
+    /// Objects under a namespace's prefix that no topic references, and multipart uploads no
+    /// offload owns (Pulsar's scanOffloadedLedgers); with `delete`, removes them.
+    pub async fn scan(&self, ns: &NamespaceName, delete: bool) -> Result<ScanReport, OffloadError> {
+        let prefix = self.layout.namespace_prefix(&ns.tenant, &ns.namespace);
+        let mut referenced = std::collections::HashSet::new();
+        let mut uploading = std::collections::HashSet::new();
+        for topic in self.log.topics(ns)? {
+            let name = TopicName::new(&ns.tenant, &ns.namespace, &topic)
+                .map_err(crate::log::LogError::from)?;
+            let handle = self.log.topic(&name)?;
+            referenced.insert(self.layout.manifest_key(&name));
+            for segment in handle.snapshot().sealed {
+                if let Some(record) = segment.offload {
+                    if !record.is_complete() {
+                        uploading.insert(record.data_key.clone());
+                    }
+                    referenced.insert(record.data_key);
+                    referenced.insert(record.index_key);
+                }
+            }
+        }
+        let mut report = ScanReport::default();
+        for object in self.store.list(&prefix).await? {
+            if !referenced.contains(&object.key) {
+                report
+                    .unreferenced
+                    .push((self.store.url(&object.key), object.size));
+                if delete {
+                    self.store.delete(&object.key).await?;
+                }
+            }
+        }
+        for upload in self.store.list_multipart(&prefix).await? {
+            if !uploading.contains(&upload.key) {
+                report
+                    .stale_uploads
+                    .push((self.store.url(&upload.key), upload.upload_id.clone()));
+                if delete {
+                    self.store
+                        .abort_multipart(&upload.key, &upload.upload_id)
+                        .await?;
+                }
+            }
+        }
+        report.deleted = delete;
+        if delete && !(report.unreferenced.is_empty() && report.stale_uploads.is_empty()) {
+            info!(namespace = %ns, objects = report.unreferenced.len(), uploads = report.stale_uploads.len(), "removed unreferenced objects and stale uploads");
+        }
+        Ok(report)
     }
 
     /// Whether any offload is running (shutdown waits for none).

@@ -413,6 +413,13 @@ impl StoreProbe {
         uploads.into_iter().map(|u| u.key).collect()
     }
 
+    /// Starts a multipart upload and leaves it, as a crashed client would.
+    pub fn start_upload(&self, key: &str) -> String {
+        self.runtime
+            .block_on(self.store.create_multipart(key))
+            .unwrap()
+    }
+
     pub fn put(&self, key: &str, data: Vec<u8>) {
         self.runtime
             .block_on(self.store.put(key, bytes::Bytes::from(data)))
