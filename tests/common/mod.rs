@@ -43,12 +43,25 @@ impl TestMount {
 
     /// Mounts with extra environment variables and extra `tierfs mount` flags.
     pub fn start_with(config: &str, env: &[(&str, &str)], flags: &[&str]) -> Self {
+        Self::start_prepared(config, env, flags, |_| {})
+    }
+
+    /// As [`TestMount::start_with`], running `prepare` on the data directory (created, empty)
+    /// before the daemon starts.
+    pub fn start_prepared(
+        config: &str,
+        env: &[(&str, &str)],
+        flags: &[&str],
+        prepare: impl FnOnce(&Path),
+    ) -> Self {
         let root = tempfile::tempdir().expect("tempdir");
         let mnt = root.path().join("mnt");
         let data = root.path().join("data");
         fs::create_dir_all(&mnt).unwrap();
         let config_path = root.path().join("broker.conf");
         fs::write(&config_path, config).unwrap();
+        fs::create_dir_all(&data).unwrap();
+        prepare(&data);
         let mut mount = TestMount {
             log: root.path().join("tierfs-0.log"),
             root,
