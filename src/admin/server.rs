@@ -80,7 +80,9 @@ impl ApiError {
             ApiError::Internal(_) | ApiError::Policy(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::TopicNotFound => StatusCode::NOT_FOUND,
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
-            ApiError::Offload(OffloadError::AlreadyRunning) => StatusCode::CONFLICT,
+            ApiError::Offload(OffloadError::AlreadyRunning | OffloadError::Recovering) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Offload(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Log(e) => match e {
                 LogError::NotFound(_) | LogError::Removed(_) => StatusCode::NOT_FOUND,

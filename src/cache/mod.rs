@@ -87,6 +87,12 @@ pub enum CacheError {
     Index { key: String, reason: String },
     #[error("reading {object} did not complete within {seconds} s")]
     Timeout { object: String, seconds: u64 },
+    #[error("a read at {offset} assembled {got} bytes instead of {expected}")]
+    Short {
+        offset: u64,
+        expected: u64,
+        got: u64,
+    },
     #[error("the fetch of block {block} of {object} was abandoned")]
     Abandoned { object: String, block: u64 },
 }
@@ -100,6 +106,36 @@ pub struct RemoteObject {
 }
 
 type Flight = watch::Receiver<Option<Result<Bytes, CacheError>>>;
+type Answer = watch::Sender<Option<Result<Bytes, CacheError>>>;
+
+/// The blocks one fetch claimed. Dropped with blocks still unanswered (an error, or the read
+/// that ran the fetch timed out and was dropped), it answers them `Abandoned` and releases
+/// them, so no block is ever left claimed by a fetch that no longer runs.
+struct Flights<'a> {
+    cache: &'a Cache,
+    object: Arc<str>,
+    senders: Vec<(BlockKey, Answer)>,
+}
+
+impl Flights<'_> {
+    fn fail_all(&mut self, error: &CacheError) {
+        for (key, tx) in std::mem::take(&mut self.senders) {
+            self.cache.answer(&key, &tx, Err(error.clone()));
+        }
+    }
+}
+
+impl Drop for Flights<'_> {
+    fn drop(&mut self) {
+        for (key, tx) in std::mem::take(&mut self.senders) {
+            let abandoned = CacheError::Abandoned {
+                object: self.object.to_string(),
+                block: key.index,
+            };
+            self.cache.answer(&key, &tx, Err(abandoned));
+        }
+    }
+}
 type IndexCell = Arc<OnceCell<Arc<IndexObject>>>;
 
 pub struct Cache {
@@ -269,6 +305,11 @@ impl Cache {
                         index
                     }
                 };
+                // Reads need the block checksums, not the entry offsets: do not keep those.
+                let index = IndexObject {
+                    entry_ends: Vec::new(),
+                    ..index
+                };
                 if index.size != object.size {
                     return Err(CacheError::Index {
                         key: object.index_key.clone(),
@@ -312,9 +353,28 @@ impl Cache {
                     .get(&key)
                     .cloned();
                 if let Some(mut flight) = flight {
-                    match flight.wait_for(Option::is_some).await {
-                        Ok(result) => break result.clone().expect("waited for Some")?,
-                        Err(_) => continue, // its fetcher went away: look again
+                    let outcome = flight
+                        .wait_for(Option::is_some)
+                        .await
+                        .map(|result| result.clone().expect("waited for Some"));
+                    match outcome {
+                        Ok(result) => match result {
+                            // The fetch this read waited on was dropped: fetch again.
+                            Err(CacheError::Abandoned { .. }) => continue,
+                            other => break other?,
+                        },
+                        Err(_) => {
+                            // Its fetcher vanished without answering: drop the entry, look again.
+                            let mut inflight =
+                                self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                            if inflight
+                                .get(&key)
+                                .is_some_and(|rx| rx.same_channel(&flight))
+                            {
+                                inflight.remove(&key);
+                            }
+                            continue;
+                        }
                     }
                 }
                 self.metrics.cache_misses.inc();
@@ -376,6 +436,9 @@ impl Cache {
 
     /// Fetches the blocks of `range` that nobody holds or fetches, as one ranged GET; returns
     /// the blocks it fetched (the run stops before the first block held or in flight elsewhere).
+    /// Transient failures (including a body cut short) are retried with backoff while the read
+    /// deadline allows. Whatever happens, even if this future is dropped, every block it claimed
+    /// is answered and released (see [`Flights`]).
     async fn fetch_run(
         &self,
         object: &RemoteObject,
@@ -383,7 +446,11 @@ impl Cache {
         range: Range<u64>,
     ) -> Result<HashMap<u64, Bytes>, CacheError> {
         let block = u64::from(index.block_size);
-        let mut senders = Vec::new();
+        let mut flights = Flights {
+            cache: self,
+            object: Arc::clone(&object.data_key),
+            senders: Vec::new(),
+        };
         {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
@@ -397,88 +464,117 @@ impl Cache {
                 }
                 let (tx, rx) = watch::channel(None);
                 inflight.insert(key.clone(), rx);
-                senders.push((key, tx));
+                flights.senders.push((key, tx));
             }
         }
-        let Some(first) = senders.first().map(|(k, _)| k.index) else {
+        let Some(first) = flights.senders.first().map(|(k, _)| k.index) else {
             return Ok(HashMap::new());
         };
-        let last = first + senders.len() as u64;
+        let last = first + flights.senders.len() as u64;
         let bytes = first * block..(last * block).min(object.size);
-        let started = Instant::now();
-        self.metrics.get_requests.inc();
-        // A fetch never outlives the read timeout, so a stalled GET cannot hold its blocks'
-        // waiters hostage.
-        let result = tokio::time::timeout(
-            self.config.read_timeout,
-            self.store.get_range(&object.data_key, bytes.clone()),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Transient(format!(
-                "no answer within {} ms",
-                self.config.read_timeout.as_millis()
-            )))
-        });
-        self.metrics
-            .get_latency
-            .observe(started.elapsed().as_secs_f64());
-        let mut fetched = HashMap::new();
-        let outcome = match result {
-            Ok(data) if data.len() as u64 == bytes.end - bytes.start => {
-                self.metrics.get_bytes.inc_by(data.len() as u64);
-                let mut first_error = None;
-                for (n, (key, tx)) in senders.into_iter().enumerate() {
-                    let from = n * block as usize;
-                    let to = (from + block as usize).min(data.len());
-                    let piece = data.slice(from..to);
-                    let verdict = if index.block_crcs.get(key.index as usize)
-                        == Some(&crc32c::crc32c(&piece))
-                    {
-                        self.remember(key.clone(), piece.clone(), true);
-                        fetched.insert(key.index, piece.clone());
-                        Ok(piece)
-                    } else {
-                        self.metrics.checksum_failures.inc();
-                        error!(object = %key.object, block = key.index, "fetched block fails its CRC32C check; refusing it");
-                        let e = CacheError::Corrupt {
-                            object: key.object.to_string(),
-                            block: key.index,
-                        };
-                        first_error.get_or_insert(e.clone());
-                        Err(e)
-                    };
-                    let _ = tx.send(Some(verdict));
-                    self.inflight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&key);
-                }
-                first_error.map_or(Ok(()), Err)
-            }
-            other => {
+        let data = match self.get_with_retries(object, bytes.clone()).await {
+            Ok(data) => data,
+            Err(e) => {
                 self.metrics.get_errors.inc();
-                let e = match other {
-                    Ok(data) => CacheError::Store(StoreError::Other(format!(
-                        "asked for {} bytes of {}, got {}",
-                        bytes.end - bytes.start,
-                        object.data_key,
-                        data.len()
-                    ))),
-                    Err(e) => CacheError::Store(e),
-                };
                 warn!(object = %object.data_key, range = ?bytes, error = %e, "ranged GET failed");
-                for (key, tx) in senders {
-                    let _ = tx.send(Some(Err(e.clone())));
-                    self.inflight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&key);
-                }
-                Err(e)
+                flights.fail_all(&e);
+                return Err(e);
             }
         };
-        outcome.map(|()| fetched)
+        self.metrics.get_bytes.inc_by(data.len() as u64);
+        let mut fetched = HashMap::new();
+        let mut first_error = None;
+        let whole = flights.senders.len() == 1;
+        for (n, (key, tx)) in std::mem::take(&mut flights.senders).into_iter().enumerate() {
+            let from = n * block as usize;
+            let to = (from + block as usize).min(data.len());
+            // A block cut from a multi-block GET is copied, so that the cache's byte count is
+            // the memory it really holds (a view would keep the whole GET alive).
+            let piece = if whole {
+                data.slice(from..to)
+            } else {
+                Bytes::copy_from_slice(&data[from..to])
+            };
+            let verdict = if index.block_crcs.get(key.index as usize)
+                == Some(&crc32c::crc32c(&piece))
+            {
+                self.remember(key.clone(), piece.clone(), true);
+                fetched.insert(key.index, piece.clone());
+                Ok(piece)
+            } else {
+                self.metrics.checksum_failures.inc();
+                error!(object = %key.object, block = key.index, "fetched block fails its CRC32C check; refusing it");
+                let e = CacheError::Corrupt {
+                    object: key.object.to_string(),
+                    block: key.index,
+                };
+                first_error.get_or_insert(e.clone());
+                Err(e)
+            };
+            self.answer(&key, &tx, verdict);
+        }
+        first_error.map_or(Ok(fetched), Err)
+    }
+
+    /// One ranged GET, retried on transient failures with exponential backoff (100 ms, 200 ms,
+    /// …) for as long as the read timeout allows; each attempt is itself bounded by it.
+    async fn get_with_retries(
+        &self,
+        object: &RemoteObject,
+        bytes: Range<u64>,
+    ) -> Result<Bytes, CacheError> {
+        let deadline = Instant::now() + self.config.read_timeout;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = Instant::now();
+            self.metrics.get_requests.inc();
+            let left = deadline.saturating_duration_since(started);
+            let attempt =
+                tokio::time::timeout(left, self.store.get_range(&object.data_key, bytes.clone()))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Transient(format!(
+                            "no answer within {} ms",
+                            left.as_millis()
+                        )))
+                    });
+            self.metrics
+                .get_latency
+                .observe(started.elapsed().as_secs_f64());
+            let error = match attempt {
+                Ok(data) if data.len() as u64 == bytes.end - bytes.start => return Ok(data),
+                Ok(data) => StoreError::Transient(format!(
+                    "asked for {} bytes of {}, got {}",
+                    bytes.end - bytes.start,
+                    object.data_key,
+                    data.len()
+                )),
+                Err(e) => e,
+            };
+            if !error.is_transient() || Instant::now() + backoff >= deadline {
+                return Err(CacheError::Store(error));
+            }
+            warn!(object = %object.data_key, error = %error, retry_in_ms = backoff.as_millis() as u64, "ranged GET failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Sends a block's outcome to its waiters and releases its in-flight entry.
+    fn answer(&self, key: &BlockKey, tx: &Answer, result: Result<Bytes, CacheError>) {
+        let _ = tx.send(Some(result));
+        self.release(key, tx);
+    }
+
+    /// Removes a block's in-flight entry if it is still the one `tx` feeds.
+    fn release(&self, key: &BlockKey, tx: &Answer) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if inflight
+            .get(key)
+            .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
+        {
+            inflight.remove(key);
+        }
     }
 
     /// Starts background fetches of the blocks of `range` that are missing, as far as the
@@ -490,7 +586,8 @@ impl Cache {
         range: Range<u64>,
     ) {
         let block = u64::from(index.block_size);
-        let per_get = (self.config.max_get_bytes / block).max(1);
+        let budget_blocks = ((self.config.inflight_bytes / block).max(1)).max(1);
+        let per_get = (self.config.max_get_bytes / block).clamp(1, budget_blocks);
         let mut i = range.start;
         while i < range.end {
             let run = i..range.end.min(i + per_get);

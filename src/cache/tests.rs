@@ -229,3 +229,43 @@ async fn an_unwritable_cache_dir_falls_back_to_memory() {
     assert_eq!(&got[..], &data[..]);
     let _ = Bytes::new();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_times_out_releases_its_blocks_for_the_next_reader() {
+    let store = Arc::new(MemoryStore::default());
+    let (obj, data) = object(&store, "h.seg", 4 * BLOCK);
+    let mut cfg = config();
+    cfg.read_timeout = Duration::from_millis(300);
+    cfg.readahead_initial = 0;
+    cfg.readahead_max = 0;
+    let cache = cache(&store, cfg);
+    // The index is fetched cold inside the read, so the read's own deadline fires first and
+    // drops the fetch mid-GET.
+    *store.stall.lock().unwrap() = Some(Duration::from_secs(60));
+    let err = cache
+        .read(&obj, &Mutex::new(ReadAhead::new()), 0, 10)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CacheError::Timeout { .. } | CacheError::Store(StoreError::Transient(_))
+        ),
+        "{err}"
+    );
+    assert!(
+        cache.inflight.lock().unwrap().is_empty(),
+        "a dropped fetch left its blocks claimed"
+    );
+    *store.stall.lock().unwrap() = None;
+    let started = std::time::Instant::now();
+    let got = cache
+        .read(&obj, &Mutex::new(ReadAhead::new()), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &data[..10]);
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "the next read waited on a dead fetch"
+    );
+}

@@ -502,14 +502,22 @@ impl TierFs {
                     .sealed_segment(*id)
                     .ok_or_else(|| FsError::NotFound(node.to_string()))?;
                 let size = segment.size;
-                let handle = match self.remote_object(&segment) {
-                    Some(object) => Handle::Remote {
+                let remote = |segment: &SealedSegment| {
+                    self.remote_object(segment).map(|object| Handle::Remote {
                         object,
                         readahead: std::sync::Mutex::new(ReadAhead::new()),
-                    },
-                    None => Handle::Sealed {
-                        file: topic.open_sealed(*id).map_err(FsError::log(&node))?,
-                        size,
+                    })
+                };
+                let handle = match remote(&segment) {
+                    Some(handle) => handle,
+                    None => match topic.open_sealed(*id) {
+                        Ok(file) => Handle::Sealed { file, size },
+                        // The local copy went (deletion lag) between the look and the open:
+                        // read the offloaded copy instead.
+                        Err(e) => topic
+                            .sealed_segment(*id)
+                            .and_then(|fresh| remote(&fresh))
+                            .ok_or_else(|| FsError::log(&node)(e))?,
                     },
                 };
                 let fh = self.handles.insert(handle);
@@ -570,11 +578,27 @@ impl TierFs {
                 let Handle::Remote { object, readahead } = handle.as_ref() else {
                     unreachable!("matched above");
                 };
-                remote
+                let bytes = remote
                     .cache
                     .read(object, readahead, offset, u64::from(size))
                     .await
-                    .map_err(|source| FsError::Cache { path: url, source })
+                    .map_err(|source| FsError::Cache {
+                        path: url.clone(),
+                        source,
+                    })?;
+                // A short answer would make the kernel believe the file ends there.
+                let expected = object.size.saturating_sub(offset).min(u64::from(size));
+                if bytes.len() as u64 != expected {
+                    return Err(FsError::Cache {
+                        path: url,
+                        source: crate::cache::CacheError::Short {
+                            offset,
+                            expected,
+                            got: bytes.len() as u64,
+                        },
+                    });
+                }
+                Ok(bytes)
             }));
         }
         Read::Ready(self.read_local(&handle, fh, offset, size))

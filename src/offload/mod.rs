@@ -65,6 +65,8 @@ pub enum OffloadError {
     /// Pulsar's answer to a second offload while one runs.
     #[error("Offload already in progress")]
     AlreadyRunning,
+    #[error("offloads wait until the ones a crash interrupted are cleaned up; retry shortly")]
+    Recovering,
     #[error("offload task failed: {0}")]
     Task(String),
 }

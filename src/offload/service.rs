@@ -39,6 +39,8 @@ const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 const REEVALUATE_EVERY: u32 = 15;
 
 pub struct Offloader {
+    /// False until interrupted offloads are cleaned: new offloads wait for it.
+    recovered: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
     log: Arc<LocalLog>,
     store: Arc<dyn ObjectStore>,
@@ -79,6 +81,7 @@ impl Offloader {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            recovered: std::sync::atomic::AtomicBool::new(false),
             metrics,
             layout: Layout::new(&config.prefix),
             log,
@@ -153,6 +156,9 @@ impl Offloader {
     }
 
     fn start(self: &Arc<Self>, topic: Arc<Topic>, ids: Vec<u64>) -> Result<(), OffloadError> {
+        if !self.recovered.load(Ordering::SeqCst) {
+            return Err(OffloadError::Recovering);
+        }
         let progress = self.progress(topic.name());
         let total = ids
             .iter()
@@ -330,10 +336,32 @@ impl Offloader {
             let block_crcs = match block_crcs {
                 Some(crcs) => crcs,
                 None => {
+                    // Parts were not whole blocks: read the file again, a block at a time.
                     let path = t.sealed_data_path(id);
-                    let data = std::fs::read(&path)
-                        .map_err(|source| OffloadError::Read { path, source })?;
-                    block_crcs_of(&data, block)
+                    let read = |source| OffloadError::Read {
+                        path: path.clone(),
+                        source,
+                    };
+                    let mut file = std::fs::File::open(&path).map_err(read)?;
+                    let mut crcs = Vec::new();
+                    let mut buf = vec![0u8; block];
+                    loop {
+                        let n = std::io::Read::read(&mut file, &mut buf).map_err(read)?;
+                        if n == 0 {
+                            break;
+                        }
+                        let mut filled = n;
+                        while filled < block {
+                            let more =
+                                std::io::Read::read(&mut file, &mut buf[filled..]).map_err(read)?;
+                            if more == 0 {
+                                break;
+                            }
+                            filled += more;
+                        }
+                        crcs.extend(block_crcs_of(&buf[..filled], block));
+                    }
+                    crcs
                 }
             };
             let entry_ends = t.sealed_index(id)?.into_iter().map(|r| r.end).collect();
@@ -391,6 +419,7 @@ impl Offloader {
 
     /// At start: cleans every attempt a crash interrupted, then offloads those segments again.
     pub async fn recover(self: &Arc<Self>) {
+        let mut retries = Vec::new();
         for topic in self.log.all_topics() {
             let interrupted: Vec<SealedSegment> = topic
                 .snapshot()
@@ -414,10 +443,14 @@ impl Offloader {
             }
             self.abort_orphan_uploads(&topic).await;
             if !retry.is_empty() {
-                info!(topic = %topic.name(), segments = ?retry, "retrying interrupted offloads");
-                if let Err(e) = self.start(Arc::clone(&topic), retry) {
-                    warn!(topic = %topic.name(), error = %e, "cannot retry interrupted offloads");
-                }
+                retries.push((topic, retry));
+            }
+        }
+        self.recovered.store(true, Ordering::SeqCst);
+        for (topic, retry) in retries {
+            info!(topic = %topic.name(), segments = ?retry, "retrying interrupted offloads");
+            if let Err(e) = self.start(Arc::clone(&topic), retry) {
+                warn!(topic = %topic.name(), error = %e, "cannot retry interrupted offloads");
             }
         }
     }
@@ -508,6 +541,10 @@ impl Offloader {
     /// offload owns (Pulsar's scanOffloadedLedgers); with `delete`, removes them.
     pub async fn scan(&self, ns: &NamespaceName, delete: bool) -> Result<ScanReport, OffloadError> {
         let prefix = self.layout.namespace_prefix(&ns.tenant, &ns.namespace);
+        // List first, then look at the manifests: an offload that starts in between records
+        // its intent before uploading, so anything listed is already known when we look.
+        let objects = self.store.list(&prefix).await?;
+        let uploads = self.store.list_multipart(&prefix).await?;
         let mut referenced = std::collections::HashSet::new();
         let mut uploading = std::collections::HashSet::new();
         for topic in self.log.topics(ns)? {
@@ -526,7 +563,7 @@ impl Offloader {
             }
         }
         let mut report = ScanReport::default();
-        for object in self.store.list(&prefix).await? {
+        for object in objects {
             if !referenced.contains(&object.key) {
                 report
                     .unreferenced
@@ -536,7 +573,7 @@ impl Offloader {
                 }
             }
         }
-        for upload in self.store.list_multipart(&prefix).await? {
+        for upload in uploads {
             if !uploading.contains(&upload.key) {
                 report
                     .stale_uploads

@@ -1,7 +1,7 @@
 //! The `filesystem` driver: objects as files under a directory.
 //!
 //! `<root>/<key>` holds an object; writes go to a temporary file that is renamed into place, so
-//! an object is whole or absent. Multipart uploads live in `<root>/.multipart/<upload-id>/`
+//! an object is whole or absent. Multipart uploads live in `<root>/#multipart/<upload-id>/`
 //! (`key` names the target, `<n>.part` the parts) until completed or aborted, so interrupted
 //! uploads can be listed and cleaned like S3's.
 
@@ -15,8 +15,9 @@ use bytes::Bytes;
 
 use super::{ObjectInfo, ObjectStore, PendingUpload, StoreError, UploadedPart};
 
-const MULTIPART_DIR: &str = ".multipart";
-const TMP_PREFIX: &str = ".tmp-";
+// `#` never appears in tenant, namespace or topic names, so these never meet a key.
+const MULTIPART_DIR: &str = "#multipart";
+const TMP_PREFIX: &str = "#tmp-";
 
 #[derive(Debug, Clone)]
 pub struct DirStore {
@@ -44,7 +45,7 @@ impl DirStore {
         let relative = Path::new(key);
         let safe = !key.is_empty()
             && relative.components().all(
-                |c| matches!(c, Component::Normal(n) if !n.to_string_lossy().starts_with('.')),
+                |c| matches!(c, Component::Normal(n) if !n.to_string_lossy().starts_with('#')),
             );
         if !safe {
             return Err(StoreError::Other(format!("invalid object key {key:?}")));
@@ -81,7 +82,12 @@ impl DirStore {
                 file.write_all(&part?).map_err(|e| io(key, e))?;
             }
             file.sync_all().map_err(|e| io(key, e))?;
-            fs::rename(&tmp, &target).map_err(|e| io(key, e))
+            fs::rename(&tmp, &target).map_err(|e| io(key, e))?;
+            // The rename (and any new parent directory) must survive a power loss too: the
+            // local manifest will soon say this object is the segment's only copy.
+            fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io(key, e))
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -97,7 +103,7 @@ impl DirStore {
         };
         for entry in entries {
             let entry = entry.map_err(|e| io(&dir.display().to_string(), e))?;
-            if entry.file_name().to_string_lossy().starts_with('.') {
+            if entry.file_name().to_string_lossy().starts_with('#') {
                 continue;
             }
             let path = entry.path();
@@ -345,5 +351,10 @@ mod tests {
         assert!(store.list("").await.unwrap().is_empty());
         assert!(store.put("../escape", Bytes::new()).await.is_err());
         assert!(store.put("/abs", Bytes::new()).await.is_err());
+        assert!(store.put("#multipart/x", Bytes::new()).await.is_err());
+        store
+            .put(".dotted/.name", Bytes::from_static(b"ok"))
+            .await
+            .unwrap();
     }
 }
