@@ -209,3 +209,42 @@ fn external_unmount_ends_the_daemon_cleanly() {
     m.restart();
     assert_eq!(fs::read(topic.join("active")).unwrap(), b"kept\n");
 }
+
+#[test]
+fn a_damaged_manifest_is_refused_at_mount_with_the_reason() {
+    let mut m = TestMount::start("");
+    let topic = m.topic("t/ns/damaged");
+    fs::write(topic.join("active"), b"kept\n").unwrap();
+    assert_eq!(m.stop(), Some(0));
+    let manifest = m.data.join("topics/t/ns/damaged/manifest.json");
+    let original = fs::read(&manifest).unwrap();
+    fs::write(&manifest, &original[..original.len() / 2]).unwrap();
+    let out = Command::new(BIN)
+        .arg("mount")
+        .arg(&m.mnt)
+        .arg("--data-dir")
+        .arg(&m.data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("manifest.json is damaged: manifest is not valid"),
+        "{stderr}"
+    );
+    assert!(!is_mounted(&m.mnt));
+    // Nothing was dropped: with the manifest restored, the data is all there.
+    fs::write(&manifest, &original).unwrap();
+    m.restart();
+    assert_eq!(fs::read(topic.join("active")).unwrap(), b"kept\n");
+}
+
+#[test]
+fn unknown_keys_are_warned_about() {
+    let m = TestMount::start("brokerServicePort=6650\nmanagedLedgerMaxEntriesPerLedger=10\n");
+    let log = m.log_text();
+    assert!(
+        log.contains("keys tierfs does not use were ignored: brokerServicePort"),
+        "{log}"
+    );
+}

@@ -410,6 +410,16 @@ fn wrong_credentials_fail_the_offload_with_the_stores_reason() {
     assert_eq!(xattr(&first, "user.tierfs.state"), "sealed");
     assert_eq!(xattr(&first, "user.tierfs.local"), "yes");
     assert_eq!(cat_all(&topic), written);
+    // With automatic offload on, a forbidden store is retried at the re-evaluation period,
+    // not in a tight loop.
+    m.admin_ok(&["namespaces", "set-offload-threshold", "-s", "0", "t/ns"]);
+    append_patterns(&topic.join("active"), 100..102, 100);
+    std::thread::sleep(Duration::from_secs(4));
+    let failures = m.log_text().matches("offload failed").count();
+    assert!(
+        (1..=3).contains(&failures),
+        "{failures} failed attempts in about 4 s"
+    );
 }
 
 #[test]

@@ -77,7 +77,11 @@ impl LocalLog {
                         warn!(topic = %name, dropped_bytes = recovery.dropped_bytes, dropped_records = recovery.dropped_records, "repaired the torn tail of the active segment (entries whose write had not returned)");
                         report.repaired.push((name, recovery));
                     }
-                    topics.insert(topic, Arc::new(opened.with_seal_listener(on_seal.clone())));
+                    let opened = Arc::new(opened.with_seal_listener(on_seal.clone()));
+                    // A segment that filled up just before a crash seals now, before anyone
+                    // reads: otherwise a listing taken at start could watch `active` move on.
+                    opened.tick(SystemTime::now())?;
+                    topics.insert(topic, opened);
                     report.topics += 1;
                 }
                 namespaces.insert(namespace, topics);
