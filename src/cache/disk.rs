@@ -25,9 +25,12 @@ use super::memory::BlockKey;
 
 const MAGIC: &[u8; 8] = b"TFSBLK01";
 const SUFFIX: &str = ".blk";
+const LOCK_FILE: &str = "tierfs-cache.lock";
 
 #[derive(Debug)]
 pub struct DiskCache {
+    /// Held for the cache's life: one mount per cache directory (each counts it as its own).
+    _lock: fs::File,
     dir: PathBuf,
     capacity: u64,
     state: Mutex<State>,
@@ -92,6 +95,24 @@ impl DiskCache {
     /// Opens (creating) the cache directory and indexes what an earlier run left.
     pub fn open(dir: &Path, capacity: u64) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } != 0
+        {
+            return Err(std::io::Error::other(format!(
+                "{} is in use by another tierfs mount",
+                dir.display()
+            )));
+        }
         // Probe that the directory is writable now rather than at the first block.
         let probe = dir.join(".tierfs-probe");
         fs::write(&probe, b"")?;
@@ -121,6 +142,7 @@ impl DiskCache {
             state.files.put(name, size);
         }
         let cache = Self {
+            _lock: lock,
             dir: dir.to_path_buf(),
             capacity,
             state: Mutex::new(state),
@@ -244,6 +266,19 @@ mod tests {
     }
 
     #[test]
+    fn one_mount_per_cache_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DiskCache::open(dir.path(), 1 << 20).unwrap();
+        let err = DiskCache::open(dir.path(), 1 << 20).unwrap_err();
+        assert!(
+            err.to_string().contains("in use by another tierfs mount"),
+            "{err}"
+        );
+        drop(first);
+        DiskCache::open(dir.path(), 1 << 20).unwrap();
+    }
+
+    #[test]
     fn corrupt_and_foreign_blocks_are_dropped_not_returned() {
         let dir = tempfile::tempdir().unwrap();
         let cache = DiskCache::open(dir.path(), 1 << 20).unwrap();
@@ -260,6 +295,7 @@ mod tests {
         cache.put(&key("other.seg", 1), b"theirs").unwrap();
         let theirs = dir.path().join(file_name(&key("other.seg", 1)));
         fs::copy(&theirs, &path).unwrap();
+        drop(cache);
         let reopened = DiskCache::open(dir.path(), 1 << 20).unwrap();
         assert!(reopened.get(&k).is_none());
     }
