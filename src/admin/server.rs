@@ -21,7 +21,9 @@ use crate::fs::{Node, TierFs};
 use crate::log::{LocalLog, LogError};
 use crate::metrics::Metrics;
 use crate::name::{NameError, NameKind, NamespaceName, TopicName, validate};
-use crate::offload::{MessageId, OffloadError, OffloadStatus, Offloader, PolicyError, ScanReport};
+use crate::offload::{
+    MessageId, NamespacePolicy, OffloadError, OffloadStatus, Offloader, PolicyError, ScanReport,
+};
 
 /// What the handlers work on.
 #[derive(Debug, Clone)]
@@ -423,25 +425,17 @@ async fn set_threshold(
     Path((tenant, namespace)): Path<(String, String)>,
     Json(bytes): Json<i64>,
 ) -> Result<StatusCode, ApiError> {
-    let ns = existing_namespace(&state.log, &tenant, &namespace)?;
-    state
-        .offloader
-        .policies()
-        .update(&ns, |p| p.offload_threshold = Some(bytes))?;
-    info!(namespace = %ns, bytes, "offload threshold set");
-    Ok(StatusCode::NO_CONTENT)
+    change_policy(state, &tenant, &namespace, move |p| {
+        p.offload_threshold = Some(bytes)
+    })
+    .await
 }
 
 async fn remove_threshold(
     State(state): State<AdminState>,
     Path((tenant, namespace)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let ns = existing_namespace(&state.log, &tenant, &namespace)?;
-    state
-        .offloader
-        .policies()
-        .update(&ns, |p| p.offload_threshold = None)?;
-    Ok(StatusCode::NO_CONTENT)
+    change_policy(state, &tenant, &namespace, |p| p.offload_threshold = None).await
 }
 
 async fn get_deletion_lag(
@@ -459,24 +453,36 @@ async fn set_deletion_lag(
     Path((tenant, namespace)): Path<(String, String)>,
     Json(ms): Json<u64>,
 ) -> Result<StatusCode, ApiError> {
-    let ns = existing_namespace(&state.log, &tenant, &namespace)?;
-    state
-        .offloader
-        .policies()
-        .update(&ns, |p| p.offload_deletion_lag_ms = Some(ms))?;
-    info!(namespace = %ns, ms, "offload deletion lag set");
-    Ok(StatusCode::NO_CONTENT)
+    change_policy(state, &tenant, &namespace, move |p| {
+        p.offload_deletion_lag_ms = Some(ms)
+    })
+    .await
 }
 
 async fn clear_deletion_lag(
     State(state): State<AdminState>,
     Path((tenant, namespace)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let ns = existing_namespace(&state.log, &tenant, &namespace)?;
-    state
-        .offloader
-        .policies()
-        .update(&ns, |p| p.offload_deletion_lag_ms = None)?;
+    change_policy(state, &tenant, &namespace, |p| {
+        p.offload_deletion_lag_ms = None
+    })
+    .await
+}
+
+/// Changes a namespace's offload policy (saved with an fsync, so off the async workers).
+async fn change_policy(
+    state: AdminState,
+    tenant: &str,
+    namespace: &str,
+    change: impl FnOnce(&mut NamespacePolicy) + Send + 'static,
+) -> Result<StatusCode, ApiError> {
+    let ns = existing_namespace(&state.log, tenant, namespace)?;
+    let offloader = Arc::clone(&state.offloader);
+    let name = ns.clone();
+    let policy = tokio::task::spawn_blocking(move || offloader.policies().update(&name, change))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    info!(namespace = %ns, ?policy, "offload policy changed");
     Ok(StatusCode::NO_CONTENT)
 }
 
