@@ -2,6 +2,7 @@
 //! storage. See `README.md` for use and `docs/` for the contract.
 
 pub mod admin;
+pub mod allocator;
 pub mod cache;
 pub mod config;
 pub mod fs;

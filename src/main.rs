@@ -92,6 +92,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Mount(args) => {
             init_logging(&args.log);
+            tierfs::allocator::bound_large_buffers();
             let options = MountOptions {
                 mountpoint: args.mountpoint,
                 data_dir: args.data_dir,

@@ -472,7 +472,10 @@ impl Cache {
         };
         let last = first + flights.senders.len() as u64;
         let bytes = first * block..(last * block).min(object.size);
-        let data = match self.get_with_retries(object, bytes.clone()).await {
+        let pieces = match self
+            .get_with_retries(object, bytes.clone(), block as usize)
+            .await
+        {
             Ok(data) => data,
             Err(e) => {
                 self.metrics.get_errors.inc();
@@ -481,20 +484,12 @@ impl Cache {
                 return Err(e);
             }
         };
-        self.metrics.get_bytes.inc_by(data.len() as u64);
+        self.metrics.get_bytes.inc_by(bytes.end - bytes.start);
         let mut fetched = HashMap::new();
         let mut first_error = None;
-        let whole = flights.senders.len() == 1;
-        for (n, (key, tx)) in std::mem::take(&mut flights.senders).into_iter().enumerate() {
-            let from = n * block as usize;
-            let to = (from + block as usize).min(data.len());
-            // A block cut from a multi-block GET is copied, so that the cache's byte count is
-            // the memory it really holds (a view would keep the whole GET alive).
-            let piece = if whole {
-                data.slice(from..to)
-            } else {
-                Bytes::copy_from_slice(&data[from..to])
-            };
+        // Each block arrives in its own buffer, so the cache's byte count is the memory it holds.
+        let senders = std::mem::take(&mut flights.senders);
+        for ((key, tx), piece) in senders.into_iter().zip(pieces) {
             let verdict = if index.block_crcs.get(key.index as usize)
                 == Some(&crc32c::crc32c(&piece))
             {
@@ -522,32 +517,36 @@ impl Cache {
         &self,
         object: &RemoteObject,
         bytes: Range<u64>,
-    ) -> Result<Bytes, CacheError> {
+        block: usize,
+    ) -> Result<Vec<Bytes>, CacheError> {
         let deadline = Instant::now() + self.config.read_timeout;
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = Instant::now();
             self.metrics.get_requests.inc();
             let left = deadline.saturating_duration_since(started);
-            let attempt =
-                tokio::time::timeout(left, self.store.get_range(&object.data_key, bytes.clone()))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(StoreError::Transient(format!(
-                            "no answer within {} ms",
-                            left.as_millis()
-                        )))
-                    });
+            let attempt = tokio::time::timeout(
+                left,
+                self.store.get_range(&object.data_key, bytes.clone(), block),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Transient(format!(
+                    "no answer within {} ms",
+                    left.as_millis()
+                )))
+            });
             self.metrics
                 .get_latency
                 .observe(started.elapsed().as_secs_f64());
+            let got = |pieces: &[Bytes]| pieces.iter().map(|p| p.len() as u64).sum::<u64>();
             let error = match attempt {
-                Ok(data) if data.len() as u64 == bytes.end - bytes.start => return Ok(data),
-                Ok(data) => StoreError::Transient(format!(
+                Ok(pieces) if got(&pieces) == bytes.end - bytes.start => return Ok(pieces),
+                Ok(pieces) => StoreError::Transient(format!(
                     "asked for {} bytes of {}, got {}",
                     bytes.end - bytes.start,
                     object.data_key,
-                    data.len()
+                    got(&pieces)
                 )),
                 Err(e) => e,
             };

@@ -148,18 +148,34 @@ impl ObjectStore for DirStore {
         blocking(move || fs::read(&path).map(Bytes::from).map_err(|e| io(&key, e))).await
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        piece: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
         let path = self.path(key)?;
         let key = key.to_string();
         blocking(move || {
             let mut file = File::open(&path).map_err(|e| io(&key, e))?;
             file.seek(SeekFrom::Start(range.start))
                 .map_err(|e| io(&key, e))?;
-            let mut buf = Vec::with_capacity((range.end - range.start) as usize);
-            file.take(range.end - range.start)
-                .read_to_end(&mut buf)
-                .map_err(|e| io(&key, e))?;
-            Ok(Bytes::from(buf))
+            let mut left = range.end - range.start;
+            let mut pieces = Vec::new();
+            while left > 0 {
+                let want = left.min(piece.max(1) as u64);
+                let mut buf = Vec::with_capacity(want as usize);
+                let got = (&mut file)
+                    .take(want)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| io(&key, e))?;
+                if got == 0 {
+                    break; // the object ends before the range does
+                }
+                pieces.push(Bytes::from(buf));
+                left -= got as u64;
+            }
+            Ok(pieces)
         })
         .await
     }
@@ -316,8 +332,8 @@ mod tests {
             b"hello world"
         );
         assert_eq!(
-            &store.get_range("t/ns/x/a.seg", 6..100).await.unwrap()[..],
-            b"world"
+            store.get_range("t/ns/x/a.seg", 4..100, 3).await.unwrap(),
+            vec![&b"o w"[..], b"orl", b"d"]
         );
         assert_eq!(store.head("t/ns/x/a.seg").await.unwrap(), Some(11));
         assert_eq!(store.head("t/ns/x/none").await.unwrap(), None);

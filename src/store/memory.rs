@@ -57,7 +57,12 @@ impl ObjectStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         self.object(key)
     }
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        piece: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
         self.range_gets.fetch_add(1, Ordering::SeqCst);
         let stall = *self.stall.lock().unwrap();
         if let Some(stall) = stall {
@@ -65,7 +70,10 @@ impl ObjectStore for MemoryStore {
         }
         let data = self.object(key)?;
         let end = (range.end as usize).min(data.len());
-        Ok(data.slice((range.start as usize).min(end)..end))
+        Ok(super::into_pieces(
+            &data[(range.start as usize).min(end)..end],
+            piece,
+        ))
     }
     async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.object(key).ok().map(|d| d.len() as u64))

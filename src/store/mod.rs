@@ -67,8 +67,15 @@ pub trait ObjectStore: Send + Sync + Debug {
     fn url(&self, key: &str) -> String;
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
     async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
-    /// Bytes `range` of the object; a range past the end is cut at the end.
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+    /// Bytes `range` of the object, as consecutive pieces of `piece` bytes (the last may be
+    /// shorter), each in its own buffer so that a caller may keep some and drop others; a range
+    /// past the end is cut at the end.
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        piece: usize,
+    ) -> Result<Vec<Bytes>, StoreError>;
     /// The object's size, or `None` if it does not exist.
     async fn head(&self, key: &str) -> Result<Option<u64>, StoreError>;
     /// Deletes the object; deleting a missing object succeeds.
@@ -109,4 +116,11 @@ pub async fn connect(
             Arc::new(s3::S3Store::connect(config).await)
         }
     })
+}
+
+/// Cuts `data` into owned pieces of `piece` bytes (the last may be shorter).
+pub fn into_pieces(data: &[u8], piece: usize) -> Vec<Bytes> {
+    data.chunks(piece.max(1))
+        .map(Bytes::copy_from_slice)
+        .collect()
 }

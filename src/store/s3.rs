@@ -21,7 +21,7 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{ObjectInfo, ObjectStore, PendingUpload, StoreError, UploadedPart};
 use crate::config::{Driver, OffloadConfig};
@@ -207,9 +207,14 @@ impl ObjectStore for S3Store {
             .map_err(|e| StoreError::Transient(format!("GetObject {key}: reading the body: {e}")))
     }
 
-    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+    async fn get_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        piece: usize,
+    ) -> Result<Vec<Bytes>, StoreError> {
         if range.is_empty() {
-            return Ok(Bytes::new());
+            return Ok(Vec::new());
         }
         let out = self
             .client
@@ -220,20 +225,19 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| map_err(&format!("GetObject {key} {range:?}"), e))?;
-        let body = out
-            .body
-            .collect()
-            .await
-            .map(|b| b.into_bytes())
-            .map_err(|e| {
+        let asked = range.end - range.start;
+        // A server that ignores Range answers 200 with the whole object: skip to what was asked.
+        let whole_object = out.content_range.is_none()
+            && out.content_length.is_some_and(|n| n.max(0) as u64 > asked);
+        let mut pieces = Pieces::new(if whole_object { range.start } else { 0 }, asked, piece);
+        let mut body = out.body;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
                 StoreError::Transient(format!("GetObject {key}: reading the body: {e}"))
             })?;
-        // A server that ignores Range answers 200 with the whole object: cut what was asked.
-        if out.content_range.is_none() && body.len() as u64 > range.end - range.start {
-            let end = (range.end as usize).min(body.len());
-            return Ok(body.slice((range.start as usize).min(end)..end));
+            pieces.push(&chunk);
         }
-        Ok(body)
+        Ok(pieces.finish())
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
@@ -422,6 +426,56 @@ impl ObjectStore for S3Store {
     }
 }
 
+/// A response body cut into block-sized buffers as it arrives: each piece is its own allocation
+/// of exactly its size, so a GET is held once (not once in chunks and again joined) and the
+/// cache can keep or drop each block on its own.
+struct Pieces {
+    skip: u64,
+    left: u64,
+    size: usize,
+    current: BytesMut,
+    done: Vec<Bytes>,
+}
+
+impl Pieces {
+    fn new(skip: u64, len: u64, size: usize) -> Self {
+        let size = size.max(1);
+        Self {
+            skip,
+            left: len,
+            size,
+            current: BytesMut::with_capacity(len.min(size as u64) as usize),
+            done: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, mut chunk: &[u8]) {
+        let skipped = self.skip.min(chunk.len() as u64);
+        chunk = &chunk[skipped as usize..];
+        self.skip -= skipped;
+        chunk = &chunk[..chunk.len().min(self.left as usize)];
+        while !chunk.is_empty() {
+            let room = self.size - self.current.len();
+            let (now, rest) = chunk.split_at(room.min(chunk.len()));
+            self.current.extend_from_slice(now);
+            self.left -= now.len() as u64;
+            chunk = rest;
+            if self.current.len() == self.size {
+                let next = BytesMut::with_capacity(self.left.min(self.size as u64) as usize);
+                self.done
+                    .push(std::mem::replace(&mut self.current, next).freeze());
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<Bytes> {
+        if !self.current.is_empty() {
+            self.done.push(self.current.freeze());
+        }
+        self.done
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,5 +504,22 @@ mod tests {
             default_region(Driver::S3, Some("http://127.0.0.1:3900")),
             "us-east-1"
         );
+    }
+
+    #[test]
+    fn bodies_are_cut_into_pieces_whatever_the_chunks() {
+        let data: Vec<u8> = (0..100u8).collect();
+        for chunk in [1, 3, 7, 40, 100] {
+            for (skip, len) in [(0, 100), (10, 50), (95, 5)] {
+                let mut pieces = Pieces::new(skip, len, 16);
+                for c in data.chunks(chunk) {
+                    pieces.push(c);
+                }
+                let pieces = pieces.finish();
+                let wanted = &data[skip as usize..(skip + len) as usize];
+                assert_eq!(pieces.concat(), wanted, "chunk {chunk} skip {skip}");
+                assert!(pieces.iter().rev().skip(1).all(|p| p.len() == 16));
+            }
+        }
     }
 }

@@ -547,6 +547,24 @@ pub fn peak_rss(pid: u32) -> u64 {
     kb * 1024
 }
 
+/// Starts a new peak-RSS measurement: the kernel resets the process's high-water mark to its
+/// current resident size (`clear_refs` value 5), so that `peak_rss` then measures one phase.
+pub fn reset_peak_rss(pid: u32) {
+    fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+}
+
+/// The process's resident size now.
+pub fn current_rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
 /// Bytes of the files under a directory.
 pub fn disk_usage(dir: &Path) -> u64 {
     fs::read_dir(dir)
