@@ -348,11 +348,23 @@ impl TierFs {
         Ok(self.handles.insert(Handle::Directory { entries }))
     }
 
-    /// The entries of an open directory from position `offset` on.
-    pub fn readdir(&self, fh: u64, offset: usize) -> Result<Vec<DirEntry>, FsError> {
+    /// Hands the entries of an open directory, from position `offset` on, to `add` until it
+    /// returns true (the reply is full). Each call costs what it hands over, not the listing:
+    /// a directory of n entries is read in O(n) however many calls the kernel makes.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: usize,
+        mut add: impl FnMut(&DirEntry) -> bool,
+    ) -> Result<(), FsError> {
         match self.handles.get(fh).as_deref() {
             Some(Handle::Directory { entries }) => {
-                Ok(entries.iter().skip(offset).cloned().collect())
+                for entry in entries.iter().skip(offset) {
+                    if add(entry) {
+                        break;
+                    }
+                }
+                Ok(())
             }
             _ => Err(FsError::BadHandle(fh)),
         }

@@ -382,21 +382,17 @@ impl Filesystem for FuseAdapter {
             }
         }
         let skip = offset.saturating_sub(2) as usize;
-        match self.fs.readdir(fh.0, skip) {
-            Ok(entries) => {
-                for entry in entries {
-                    position += 1;
-                    if reply.add(
-                        INodeNo(entry.attr.ino),
-                        position,
-                        file_type(entry.attr.kind),
-                        &entry.name,
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let listed = self.fs.readdir(fh.0, skip, |entry| {
+            position += 1;
+            reply.add(
+                INodeNo(entry.attr.ino),
+                position,
+                file_type(entry.attr.kind),
+                &entry.name,
+            )
+        });
+        match listed {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(err("readdir", &e)),
         }
     }
@@ -431,24 +427,20 @@ impl Filesystem for FuseAdapter {
             }
         }
         let skip = offset.saturating_sub(2) as usize;
-        match self.fs.readdir(fh.0, skip) {
-            Ok(entries) => {
-                for entry in entries {
-                    position += 1;
-                    let attr = &entry.attr;
-                    if reply.add(
-                        INodeNo(attr.ino),
-                        position,
-                        &entry.name,
-                        &attr.ttl(),
-                        &file_attr(attr),
-                        Generation(0),
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
+        let listed = self.fs.readdir(fh.0, skip, |entry| {
+            position += 1;
+            let attr = &entry.attr;
+            reply.add(
+                INodeNo(attr.ino),
+                position,
+                &entry.name,
+                &attr.ttl(),
+                &file_attr(attr),
+                Generation(0),
+            )
+        });
+        match listed {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(err("readdirplus", &e)),
         }
     }
