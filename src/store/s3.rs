@@ -226,9 +226,10 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| map_err(&format!("GetObject {key} {range:?}"), e))?;
         let asked = range.end - range.start;
-        // A server that ignores Range answers 200 with the whole object: skip to what was asked.
+        // A server that ignores Range answers with the whole object and no Content-Range: skip
+        // to what was asked (a wrong guess is caught by the length and CRC checks above us).
         let whole_object = out.content_range.is_none()
-            && out.content_length.is_some_and(|n| n.max(0) as u64 > asked);
+            && out.content_length.is_none_or(|n| n.max(0) as u64 != asked);
         let mut pieces = Pieces::new(if whole_object { range.start } else { 0 }, asked, piece);
         let mut body = out.body;
         while let Some(chunk) = body.next().await {

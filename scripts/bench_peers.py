@@ -1,0 +1,617 @@
+#!/usr/bin/env python3
+"""tierfs beside peer mounts of the same bucket, on one machine, in one run.
+
+Run by scripts/bench.sh, which installs the tools, builds tierfs and starts Garage; this script
+does the rest: it offloads a topic through tierfs, lays out a 10,000-segment topic, starts a
+second S3 server (`rclone serve s3`) holding the same objects, and measures, for each server,
+the raw GET with curl, tierfs, s3fs and rclone mount side by side. It writes bench/results.json,
+docs/BENCHMARKS.md and docs/benchmarks.png.
+
+Every figure is the median of RUNS runs; every cold run starts from a fresh mount (fresh daemon
+caches; rclone's cache directory emptied) and `echo 3 > /proc/sys/vm/drop_caches`.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+MIB = 1 << 20
+PREFIX = "bench"
+SEGMENT_TOPIC = "bench/peers/seg"
+LISTING_TOPIC = "bench/peers/many"
+PEER_ROOT = f"{PREFIX}/bench/peers"  # the bucket prefix the peers mount: seg/ and many/
+SYSTEMS = ["raw GET (curl)", "tierfs", "s3fs", "rclone mount"]
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def drop_caches():
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3")
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def percentile(sorted_values, p):
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p))]
+
+
+def peak_rss_mib(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what, predicate, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"bench: timed out waiting for {what}")
+
+
+class Server:
+    """An S3 endpoint the systems read from."""
+
+    def __init__(self, name, endpoint, region, bucket, note):
+        self.name, self.endpoint, self.region, self.bucket, self.note = (
+            name, endpoint, region, bucket, note)
+
+    def client(self):
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name=self.region,
+            config=Config(s3={"addressing_style": "path"},
+                          request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required",
+                          max_pool_connections=32))
+
+
+# ---------------------------------------------------------------------------------------------
+# The mounts
+# ---------------------------------------------------------------------------------------------
+
+class Mount:
+    """A FUSE mount of one system over one server; `restart` gives a cold one."""
+
+    def __init__(self, work, server):
+        self.work, self.server = work, server
+        self.mnt = work / f"mnt-{self.key}-{server.name}"
+        self.mnt.mkdir(parents=True, exist_ok=True)
+        self.proc = None
+        self.peak_rss = 0.0
+
+    def restart(self):
+        self.stop()
+        drop_caches()
+        self.start()
+        wait_for(f"{self.key} to mount", lambda: os.path.ismount(self.mnt) and self.ready())
+        drop_caches()
+
+    def ready(self):
+        return True
+
+    def stop(self):
+        if self.proc is None:
+            return
+        rss = peak_rss_mib(self.proc.pid)
+        if rss:
+            self.peak_rss = max(self.peak_rss, rss)
+        subprocess.run(["umount", str(self.mnt)], stderr=subprocess.DEVNULL)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        subprocess.run(["fusermount3", "-u", "-z", "-q", str(self.mnt)], stderr=subprocess.DEVNULL)
+        self.proc = None
+
+    def spawn(self, argv, env=None):
+        logfile = open(self.work / f"{self.key}-{self.server.name}.log", "a")
+        self.proc = subprocess.Popen(argv, stdout=logfile, stderr=logfile, env=env)
+
+
+class TierfsMount(Mount):
+    key = "tierfs"
+
+    def __init__(self, work, server, binary, data_dir, config_file, log_level="warn"):
+        super().__init__(work, server)
+        self.binary, self.data_dir, self.config_file = binary, data_dir, config_file
+        self.log_level = log_level
+
+    def start(self):
+        (self.data_dir / "admin.addr").unlink(missing_ok=True)
+        self.spawn([str(self.binary), "mount", str(self.mnt), "--data-dir", str(self.data_dir),
+                    "--config", str(self.config_file), "--log", self.log_level])
+
+    def ready(self):
+        return (self.data_dir / "admin.addr").exists()
+
+    def segment(self):
+        return self.mnt / SEGMENT_TOPIC / "00000000000000000001.seg"
+
+    def listing(self):
+        return self.mnt / LISTING_TOPIC
+
+
+class S3fsMount(Mount):
+    key = "s3fs"
+
+    def start(self):
+        passwd = self.work / "s3fs.passwd"
+        passwd.write_text(f"{os.environ['AWS_ACCESS_KEY_ID']}:{os.environ['AWS_SECRET_ACCESS_KEY']}\n")
+        passwd.chmod(0o600)
+        self.spawn(["s3fs", f"{self.server.bucket}:/{PEER_ROOT}", str(self.mnt), "-f",
+                    "-o", f"url={self.server.endpoint}", "-o", "use_path_request_style",
+                    "-o", f"endpoint={self.server.region}", "-o", f"passwd_file={passwd}",
+                    "-o", "dbglevel=warn"])
+
+    def segment(self):
+        return next((self.mnt / "seg").glob("*.seg"))
+
+    def listing(self):
+        return self.mnt / "many"
+
+
+class RcloneMount(Mount):
+    key = "rclone"
+
+    def __init__(self, work, server, rclone):
+        super().__init__(work, server)
+        self.rclone = rclone
+        self.cache = work / f"rclone-cache-{server.name}"
+
+    def start(self):
+        shutil.rmtree(self.cache, ignore_errors=True)
+        env = dict(os.environ)
+        env.pop("AWS_CA_BUNDLE", None)  # rclone refuses to start when it is set
+        env.update({
+            "RCLONE_S3_PROVIDER": "Other",
+            "RCLONE_S3_ENDPOINT": self.server.endpoint,
+            "RCLONE_S3_REGION": self.server.region,
+            "RCLONE_S3_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+            "RCLONE_S3_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+            "RCLONE_S3_FORCE_PATH_STYLE": "true",
+            "RCLONE_CONFIG": "/dev/null",
+        })
+        self.spawn([self.rclone, "mount", f":s3:{self.server.bucket}/{PEER_ROOT}", str(self.mnt),
+                    "--vfs-cache-mode", "full", "--cache-dir", str(self.cache),
+                    "--log-level", "ERROR"], env=env)
+
+    def segment(self):
+        return next((self.mnt / "seg").glob("*.seg"))
+
+    def listing(self):
+        return self.mnt / "many"
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------------
+
+def random_offsets(size, count=1000, seed=42):
+    rng = random.Random(seed)
+    return [rng.randrange(0, size - 4096) & ~4095 for _ in range(count)]
+
+
+def read_file(path):
+    """(seconds to the first 4 KiB, MiB/s of the whole file) of one sequential read."""
+    buf = bytearray(MIB)
+    start = time.monotonic()
+    with open(path, "rb", buffering=0) as f:
+        f.readinto(memoryview(buf)[:4096])
+        first = time.monotonic() - start
+        total = 4096
+        while n := f.readinto(buf):
+            total += n
+    return first, total / MIB / (time.monotonic() - start)
+
+
+def preads(path, offsets):
+    fd = os.open(path, os.O_RDONLY)
+    latencies = []
+    start = time.monotonic()
+    try:
+        for at in offsets:
+            t = time.monotonic()
+            if len(os.pread(fd, 4096, at)) != 4096:
+                raise SystemExit(f"bench: short read of {path} at {at}")
+            latencies.append(time.monotonic() - t)
+    finally:
+        os.close(fd)
+    return time.monotonic() - start, sorted(latencies)
+
+
+def timed(argv):
+    start = time.monotonic()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - start
+
+
+def random_summary(runs):
+    """Medians over runs of (total s, p50 ms, p99 ms)."""
+    return {
+        "total_s": median([total for total, _ in runs]),
+        "p50_ms": median([percentile(lat, 0.50) * 1000 for _, lat in runs]),
+        "p99_ms": median([percentile(lat, 0.99) * 1000 for _, lat in runs]),
+    }
+
+
+def measure_mount(mount, size, offsets, runs):
+    seq_cold, seq_warm, ttfb, rand_cold, rand_warm, ls, find = [], [], [], [], [], [], []
+    for run in range(runs):
+        mount.restart()
+        first, rate = read_file(mount.segment())
+        ttfb.append(first * 1000)
+        seq_cold.append(rate)
+        seq_warm.append(read_file(mount.segment())[1])
+        mount.restart()
+        rand_cold.append(preads(mount.segment(), offsets))
+        rand_warm.append(preads(mount.segment(), offsets))
+        mount.restart()
+        ls.append(timed(["ls", "-l", str(mount.listing())]))
+        mount.restart()
+        find.append(timed(["find", str(mount.listing())]))
+        log(f"  {mount.key} run {run + 1}: cold {seq_cold[-1]:.1f} MiB/s, warm {seq_warm[-1]:.1f},"
+            f" ttfb {ttfb[-1]:.1f} ms, random cold {rand_cold[-1][0]:.2f} s,"
+            f" warm {rand_warm[-1][0]:.2f} s, ls -l {ls[-1]:.2f} s, find {find[-1]:.2f} s")
+    entries = len(os.listdir(mount.listing()))
+    mount.stop()
+    return {
+        "cold_seq_mib_s": median(seq_cold),
+        "warm_seq_mib_s": median(seq_warm),
+        "ttfb_ms": median(ttfb),
+        "random_cold": random_summary(rand_cold),
+        "random_warm": random_summary(rand_warm),
+        "ls_l_s": median(ls),
+        "find_s": median(find),
+        "listing_entries": entries,
+        "peak_rss_mib": round(mount.peak_rss, 1),
+    }
+
+
+class Curl:
+    """Raw ranged GETs of the object with curl (SigV4), the limit of what the store serves."""
+
+    def __init__(self, work, server, key):
+        self.work, self.server, self.key = work, server, key
+        self.url = f"{server.endpoint}/{server.bucket}/{key}"
+
+    def auth(self):
+        return [f'aws-sigv4 = "aws:amz:{self.server.region}:s3"',
+                f'user = "{os.environ["AWS_ACCESS_KEY_ID"]}:{os.environ["AWS_SECRET_ACCESS_KEY"]}"',
+                'header = "x-amz-content-sha256: UNSIGNED-PAYLOAD"']
+
+    def run(self, transfers):
+        """Runs one curl process for the (first, last) byte ranges; per-transfer (ttfb, total)."""
+        config = self.work / "curl.conf"
+        blocks = []
+        for first, last in transfers:
+            blocks.append("\n".join(self.auth() + [
+                f'url = "{self.url}"', f'range = "{first}-{last}"', 'output = "/dev/null"',
+                'silent', 'fail',
+                r'write-out = "%{time_starttransfer} %{time_total} %{size_download}\n"']))
+        config.write_text("\nnext\n".join(blocks) + "\n")
+        config.chmod(0o600)
+        start = time.monotonic()
+        out = subprocess.run(["curl", "-K", str(config)], check=True, capture_output=True,
+                             text=True).stdout
+        wall = time.monotonic() - start
+        config.unlink()
+        rows = [line.split() for line in out.splitlines() if line.strip()]
+        return wall, [(float(a), float(b), int(c)) for a, b, c in rows]
+
+    def measure(self, size, offsets, runs):
+        seq, warm, ttfb, rand, rand_warm = [], [], [], [], []
+        for _ in range(runs):
+            drop_caches()
+            _, [(first, total, got)] = self.run([(0, size - 1)])
+            assert got == size, f"curl got {got} bytes of {size}"
+            seq.append(size / MIB / total)
+            ttfb.append(first * 1000)
+            _, [(_, total, _)] = self.run([(0, size - 1)])
+            warm.append(size / MIB / total)
+            wall, rows = self.run([(at, at + 4095) for at in offsets])
+            rand.append((wall, sorted(r[1] for r in rows)))
+            # curl has no cache: "warm" is the server answering the same ranges again.
+            wall, rows = self.run([(at, at + 4095) for at in offsets])
+            rand_warm.append((wall, sorted(r[1] for r in rows)))
+        result = {"cold_seq_mib_s": median(seq), "warm_seq_mib_s": median(warm),
+                  "ttfb_ms": median(ttfb), "random_cold": random_summary(rand),
+                  "random_warm": random_summary(rand_warm), "ls_l_s": None, "find_s": None,
+                  "listing_entries": None, "peak_rss_mib": None}
+        log(f"  curl: {result['cold_seq_mib_s']:.1f} MiB/s, ttfb {result['ttfb_ms']:.1f} ms,"
+            f" random {result['random_cold']['total_s']:.2f} s")
+        return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Setting up the objects
+# ---------------------------------------------------------------------------------------------
+
+def tierfs_config(path, server, segment_mib):
+    path.write_text(
+        f"managedLedgerMaxEntriesPerLedger={segment_mib}\n"
+        "managedLedgerMinLedgerRolloverTimeMinutes=0\n"
+        "managedLedgerOffloadDeletionLagMs=0\n"
+        "managedLedgerOffloadDriver=S3\n"
+        f"managedLedgerOffloadBucket={server.bucket}\n"
+        f"managedLedgerOffloadServiceEndpoint={server.endpoint}\n"
+        f"managedLedgerOffloadPrefix={PREFIX}\n")
+
+
+def admin(binary, data_dir, *args):
+    return subprocess.run([str(binary), "admin", "--data-dir", str(data_dir), *args],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def xattr(path, name):
+    return os.getxattr(path, name).decode()
+
+
+def write_segment(mount, topic, source):
+    """Appends `source` to the topic in 1 MiB entries (page-aligned buffers, one write each)."""
+    (mount.mnt / topic).mkdir(parents=True, exist_ok=True)
+    subprocess.run(["dd", f"if={source}", f"of={mount.mnt / topic / 'active'}", "bs=1M",
+                    "oflag=append", "conv=notrunc", "status=none"], check=True)
+
+
+def offload_segment(binary, mount, segment_mib, source):
+    """Offloads one segment of the source bytes through tierfs; returns its object key."""
+    mount.restart()
+    write_segment(mount, SEGMENT_TOPIC, source)
+    admin(binary, mount.data_dir, "topics", "offload", "-s", "0", SEGMENT_TOPIC)
+    status = admin(binary, mount.data_dir, "topics", "offload-status", "-w", SEGMENT_TOPIC)
+    assert status.strip() == "Offload was a success", status
+    segment = mount.segment()
+    wait_for("the local copy to go", lambda: xattr(segment, "user.tierfs.local") == "no")
+    key = xattr(segment, "user.tierfs.object").split("/", 3)[3]
+    mount.stop()
+    return key
+
+
+LISTED_BODY = b"x" * 1024
+
+
+def listed_key(i):
+    return f"{PEER_ROOT}/many/{i:020}-u.seg"
+
+
+def lay_out_listing(data_dir, server, count):
+    """A topic of `count` offloaded one-KiB segments: objects in the bucket (what the peers list)
+    and tierfs's manifest naming them (what tierfs lists); nothing of it is read."""
+    client = server.client()
+
+    def put(i):
+        client.put_object(Bucket=server.bucket, Key=listed_key(i), Body=LISTED_BODY)
+
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        list(pool.map(put, range(1, count + 1)))
+    root = data_dir / "topics" / LISTING_TOPIC
+    root.mkdir(parents=True, exist_ok=True)
+    now = int(time.time() * 1000)
+    sealed = [{"id": i, "entries": 1, "size": 1024, "crc32c": 0, "created_ms": now,
+               "sealed_ms": now, "local": False,
+               "offload": {"uuid": "u", "data_key": listed_key(i),
+                           "index_key": f"{PEER_ROOT}/many/{i:020}-u.idx",
+                           "started_ms": now, "completed_ms": now}}
+              for i in range(1, count + 1)]
+    manifest = {"format": 1, "topic": LISTING_TOPIC, "created_ms": now, "sealed": sealed,
+                "active": {"id": count + 1, "created_ms": now}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    active = f"{count + 1:020}"
+    (root / f"{active}.seg").write_bytes(b"")
+    (root / f"{active}.idx").write_bytes(b"TFSEGIDX" + (1).to_bytes(4, "little") + bytes(4))
+
+
+def copy_bucket_to_directory(server, root, count):
+    """Mirrors the benchmark's objects into the directory `rclone serve s3` serves: the
+    offloaded segment's objects are downloaded, the listed ones written in place."""
+    client = server.client()
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=server.bucket, Prefix=f"{PEER_ROOT}/seg/"):
+        for obj in page.get("Contents", []):
+            target = root / server.bucket / obj["Key"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(server.bucket, obj["Key"], str(target))
+    for i in range(1, count + 1):
+        target = root / server.bucket / listed_key(i)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(LISTED_BODY)
+
+
+def start_rclone_server(work, rclone, bucket):
+    root = work / "rclone-s3"
+    (root / bucket).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = dict(os.environ)
+    env.pop("AWS_CA_BUNDLE", None)
+    env["RCLONE_CONFIG"] = "/dev/null"
+    proc = subprocess.Popen(
+        # No ETag hash: by default it computes the MD5 of the whole object for every GET, even a
+        # ranged one (0.2 s for 128 MiB), which would measure hashing, not serving.
+        [rclone, "serve", "s3", "--etag-hash", "", "--addr", f"127.0.0.1:{port}", "--auth-key",
+         f"{os.environ['AWS_ACCESS_KEY_ID']},{os.environ['AWS_SECRET_ACCESS_KEY']}", str(root)],
+        stdout=open(work / "rclone-serve.log", "w"), stderr=subprocess.STDOUT, env=env)
+
+    def up():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for("rclone serve s3", up)
+    return proc, root, Server("rclone-serve-s3", f"http://127.0.0.1:{port}", "us-east-1", bucket,
+                              "rclone serve s3 (sets TCP_NODELAY)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Offload vs a plain multipart upload
+# ---------------------------------------------------------------------------------------------
+
+def measure_offload(binary, mount, server, source, segment_mib, runs, part, threads):
+    """tierfs offload of a segment vs boto3's multipart upload of the same bytes (same part size
+    and concurrency), MiB/s, median of runs."""
+    topic = "bench/offload/t"
+    tierfs_rates, boto_rates = [], []
+    mount.restart()
+    log_file = mount.work / f"tierfs-{server.name}.log"
+    client = server.client()
+    transfer = TransferConfig(multipart_threshold=part, multipart_chunksize=part,
+                              max_concurrency=threads)
+    for run in range(1, runs + 1):
+        write_segment(mount, topic, source)
+        admin(binary, mount.data_dir, "topics", "offload", "-s", "0", topic)
+        status = admin(binary, mount.data_dir, "topics", "offload-status", "-w", topic)
+        assert status.strip() == "Offload was a success", status
+        done = [line for line in log_file.read_text().splitlines()
+                if "offload complete" in line and f"topic={topic} " in line
+                and f"segment={run} " in line]
+        seconds = float(done[-1].split("seconds=")[1].split()[0])
+        tierfs_rates.append(segment_mib / seconds)
+        start = time.monotonic()
+        client.upload_file(str(source), server.bucket, f"bench-boto3/{run}.seg", Config=transfer)
+        boto_rates.append(segment_mib / (time.monotonic() - start))
+        log(f"  offload run {run}: tierfs {tierfs_rates[-1]:.1f} MiB/s,"
+            f" boto3 {boto_rates[-1]:.1f} MiB/s")
+    mount.stop()
+    return {"tierfs_mib_s": median(tierfs_rates), "multipart_mib_s": median(boto_rates),
+            "part_mib": part // MIB, "threads": threads, "segment_mib": segment_mib}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+def versions(binary, rclone):
+    def first_line(argv):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            return (out.stdout or out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "unknown"
+    return {
+        "tierfs": first_line([str(binary), "--version"]),
+        "s3fs": first_line(["s3fs", "--version"]),
+        "rclone": first_line([rclone, "version"]),
+        "curl": first_line(["curl", "--version"]),
+        "garage": first_line(["garage", "--version"]),
+        "kernel": platform.release(),
+    }
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    os_name = next((line.split("=", 1)[1].strip('"')
+                    for line in Path("/etc/os-release").read_text().splitlines()
+                    if line.startswith("PRETTY_NAME=")), "Linux")
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "os": os_name}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--tierfs", type=Path, required=True)
+    parser.add_argument("--rclone", required=True)
+    parser.add_argument("--segment-mib", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--listing", type=int, default=10_000)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    started = time.monotonic()
+    work, size = args.work, args.segment_mib * MIB
+    garage = Server("garage", os.environ["TIERFS_TEST_S3_ENDPOINT"],
+                    os.environ["TIERFS_TEST_S3_REGION"], os.environ["TIERFS_TEST_S3_BUCKET"],
+                    "Garage (no TCP_NODELAY: ~40 ms delayed-ACK stalls on small responses)")
+    source = work / "segment.bin"
+    with open(source, "wb") as f:
+        f.write(os.urandom(size))
+    offsets = random_offsets(size)
+
+    log(f"setting up: a {args.segment_mib} MiB segment offloaded through tierfs,"
+        f" {args.listing} listed segments")
+    data_dir = work / "data"
+    data_dir.mkdir()
+    configs = {}
+    configs["garage"] = work / "garage.conf"
+    tierfs_config(configs["garage"], garage, args.segment_mib)
+    setup_mount = TierfsMount(work, garage, args.tierfs, data_dir, configs["garage"])
+    key = offload_segment(args.tierfs, setup_mount, args.segment_mib, source)
+    lay_out_listing(data_dir, garage, args.listing)
+    rclone_proc, rclone_root, rclone_server = start_rclone_server(work, args.rclone, garage.bucket)
+    try:
+        copy_bucket_to_directory(garage, rclone_root, args.listing)
+        configs[rclone_server.name] = work / "rclone-serve.conf"
+        tierfs_config(configs[rclone_server.name], rclone_server, args.segment_mib)
+
+        results = {"servers": {}, "offload": {}}
+        for server in (garage, rclone_server):
+            log(f"reading through {server.name}")
+            table = {}
+            table["raw GET (curl)"] = Curl(work, server, key).measure(size, offsets, args.runs)
+            for mount in (TierfsMount(work, server, args.tierfs, data_dir, configs[server.name]),
+                          S3fsMount(work, server),
+                          RcloneMount(work, server, args.rclone)):
+                name = {"tierfs": "tierfs", "s3fs": "s3fs", "rclone": "rclone mount"}[mount.key]
+                try:
+                    table[name] = measure_mount(mount, size, offsets, args.runs)
+                finally:
+                    mount.stop()
+            results["servers"][server.name] = {"note": server.note, "systems": table}
+        log("offload through garage")
+        offload_mount = TierfsMount(work, garage, args.tierfs, work / "offload-data",
+                                    work / "offload.conf", log_level="info")
+        offload_mount.data_dir.mkdir()
+        tierfs_config(offload_mount.config_file, garage, args.segment_mib)
+        results["offload"]["garage"] = measure_offload(
+            args.tierfs, offload_mount, garage, source, args.segment_mib, args.runs, 64 * MIB, 2)
+    finally:
+        rclone_proc.send_signal(signal.SIGTERM)
+        rclone_proc.wait()
+
+    results.update({
+        "segment_mib": args.segment_mib, "runs": args.runs, "random_reads": len(offsets),
+        "listing_segments": args.listing, "machine": machine(),
+        "versions": versions(args.tierfs, args.rclone),
+        "seconds": round(time.monotonic() - started),
+    })
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"wrote {args.out} ({results['seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()
