@@ -13,13 +13,7 @@ scripts/setup.sh >/dev/null
 need_apt=()
 command -v s3fs >/dev/null 2>&1 || need_apt+=(s3fs)
 python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
-if ((${#need_apt[@]})); then
-  echo "bench: installing ${need_apt[*]}"
-  sudo_cmd=()
-  [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+scripts/apt-install.sh ${need_apt[@]+"${need_apt[@]}"}
 [[ -f "$HOME/.cargo/env" ]] && . "$HOME/.cargo/env"
 scripts/s3-server.sh install
 

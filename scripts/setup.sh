@@ -8,13 +8,7 @@ need_apt=()
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v getfattr >/dev/null 2>&1 || need_apt+=(attr)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
-if ((${#need_apt[@]})); then
-  echo "setup: installing ${need_apt[*]}"
-  sudo_cmd=()
-  [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+"$(dirname "$0")/apt-install.sh" ${need_apt[@]+"${need_apt[@]}"}
 
 if [[ ! -e /dev/fuse ]]; then
   modprobe fuse 2>/dev/null || true
