@@ -190,3 +190,32 @@ fn offloads_under_faults_fail_with_the_reason_keep_local_data_and_are_retried() 
     assert!(probe.pending_uploads(&format!("{prefix}/")).is_empty());
     assert!(!m.log_text().contains("panicked"));
 }
+
+#[test]
+fn offloads_work_with_a_store_speaking_gofakes3s_multipart_dialect() {
+    // `rclone serve s3` (gofakes3) names the CreateMultipartUpload answer's root element
+    // InitiateMultipartUpload; the AWS SDK refuses it, tierfs takes the upload id from it.
+    let s3 = S3Env::get();
+    let proxy = FaultProxy::start(&s3.endpoint);
+    proxy.set(Fault::GofakeS3Multipart, 1);
+    let config = config_via(
+        &proxy,
+        &s3.bucket,
+        &unique_prefix("gofakes3"),
+        "managedLedgerMaxEntriesPerLedger=12\nmanagedLedgerOffloadDeletionLagMs=0\n",
+    );
+    let m = TestMount::start(&config);
+    let topic = m.topic("t/ns/dialect");
+    let written = append_patterns(&topic.join("active"), 0..12, MIB as usize / 2);
+    m.admin_ok(&["topics", "offload", "-s", "0", "t/ns/dialect"]);
+    assert_eq!(
+        m.admin_ok(&["topics", "offload-status", "-w", "t/ns/dialect"]),
+        "Offload was a success\n"
+    );
+    let segment = topic.join("00000000000000000001.seg");
+    wait_for("the local copy to go", Duration::from_secs(30), || {
+        xattr(&segment, "user.tierfs.local") == "no"
+    });
+    drop_page_cache();
+    assert!(fs::read(&segment).unwrap() == written, "read back differs");
+}

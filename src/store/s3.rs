@@ -22,6 +22,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
+use tracing::debug;
 
 use super::{ObjectInfo, ObjectStore, PendingUpload, StoreError, UploadedPart};
 use crate::config::{Driver, OffloadConfig};
@@ -113,7 +114,10 @@ where
         SdkError::ServiceError(service) => {
             let e = service.err();
             let code = e.code().unwrap_or("");
-            let message = e.message().unwrap_or("");
+            let message = match e.message().unwrap_or("") {
+                "" if code.is_empty() => "an answer the S3 client could not understand",
+                message => message,
+            };
             let text = format!(
                 "{what}: {}{}{} (HTTP {})",
                 code,
@@ -149,6 +153,26 @@ where
         }
         _ => StoreError::Other(format!("{what}: {}", error_chain(&err))),
     }
+}
+
+/// The upload id of a CreateMultipartUpload answer whose root element is
+/// `InitiateMultipartUpload` (gofakes3's name) instead of `InitiateMultipartUploadResult`.
+fn upload_id_of_nonstandard_answer(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let root = text.find("<InitiateMultipartUpload")?;
+    let rest = &text[root + "<InitiateMultipartUpload".len()..];
+    if !rest.starts_with(['>', ' ', '\n', '\r', '\t']) {
+        return None; // InitiateMultipartUploadResult: the SDK refused it for another reason
+    }
+    let start = rest.find("<UploadId>")? + "<UploadId>".len();
+    let end = start + rest[start..].find("</UploadId>")?;
+    let id = rest[start..end]
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&");
+    (!id.trim().is_empty()).then(|| id.trim().to_string())
 }
 
 /// An error and its sources, each once, without Debug dumps.
@@ -304,8 +328,28 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .key(key)
             .send()
-            .await
-            .map_err(|e| map_err(&format!("CreateMultipartUpload {key}"), e))?;
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                // Servers built on gofakes3 (`rclone serve s3`, among others) name the answer's
+                // root element InitiateMultipartUpload, which the SDK refuses; the upload id in
+                // it is all we need.
+                let accepted = e
+                    .raw_response()
+                    .filter(|r| r.status().is_success())
+                    .and_then(|r| r.body().bytes())
+                    .and_then(upload_id_of_nonstandard_answer);
+                if let Some(id) = accepted {
+                    debug!(
+                        key,
+                        "CreateMultipartUpload answered with a non-standard root element; accepted"
+                    );
+                    return Ok(id);
+                }
+                return Err(map_err(&format!("CreateMultipartUpload {key}"), e));
+            }
+        };
         out.upload_id().map(str::to_string).ok_or_else(|| {
             StoreError::Other(format!(
                 "CreateMultipartUpload {key}: no upload id in the answer"
@@ -522,5 +566,27 @@ mod tests {
                 assert!(pieces.iter().rev().skip(1).all(|p| p.len() == 16));
             }
         }
+    }
+
+    #[test]
+    fn gofakes3_multipart_answers_give_their_upload_id() {
+        let gofakes3 = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<InitiateMultipartUpload>\n  \
+            <Bucket>b</Bucket>\n  <Key>k</Key>\n  <UploadId>0438bd1d-97c0&amp;x</UploadId>\n\
+            </InitiateMultipartUpload>";
+        assert_eq!(
+            upload_id_of_nonstandard_answer(gofakes3).as_deref(),
+            Some("0438bd1d-97c0&x")
+        );
+        let standard = b"<InitiateMultipartUploadResult><UploadId>u</UploadId>\
+            </InitiateMultipartUploadResult>";
+        assert_eq!(upload_id_of_nonstandard_answer(standard), None);
+        assert_eq!(
+            upload_id_of_nonstandard_answer(b"<Error><Code>x</Code></Error>"),
+            None
+        );
+        assert_eq!(
+            upload_id_of_nonstandard_answer(b"<InitiateMultipartUpload><UploadId></UploadId>"),
+            None
+        );
     }
 }

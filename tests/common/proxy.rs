@@ -20,6 +20,9 @@ pub enum Fault {
     Latency(Duration),
     Status(u16),
     Truncate,
+    /// Not a fault but a dialect: CreateMultipartUpload answers get gofakes3's root element
+    /// name (`InitiateMultipartUpload`, as `rclone serve s3` sends), on every matching request.
+    GofakeS3Multipart,
 }
 
 pub struct FaultProxy {
@@ -196,6 +199,11 @@ fn serve(
             let _ = writer.shutdown(Shutdown::Both);
             return;
         };
+        let response = if mode == Fault::GofakeS3Multipart {
+            gofakes3_multipart(response)
+        } else {
+            response
+        };
         if hit && mode == Fault::Truncate && response.body.len() > 1 {
             let _ = writer.write_all(&response.head);
             let _ = writer.write_all(&response.body[..response.body.len() / 2]);
@@ -209,6 +217,44 @@ fn serve(
         {
             return;
         }
+    }
+}
+
+/// Renames the root element of a CreateMultipartUpload answer as gofakes3 names it, fixing the
+/// Content-Length; other answers pass unchanged.
+fn gofakes3_multipart(response: Message) -> Message {
+    let body = String::from_utf8_lossy(&response.body);
+    let head = String::from_utf8_lossy(&response.head);
+    let Some(root) = body.find("<InitiateMultipartUploadResult") else {
+        return response;
+    };
+    if !head.to_ascii_lowercase().contains("content-length:") {
+        return response;
+    }
+    let open_end = root + body[root..].find('>').unwrap() + 1;
+    let renamed = format!(
+        "{}<InitiateMultipartUpload>{}",
+        &body[..root],
+        &body[open_end..]
+    )
+    .replace(
+        "</InitiateMultipartUploadResult>",
+        "</InitiateMultipartUpload>",
+    );
+    let head: String = head
+        .split("\r\n")
+        .map(|line| {
+            if line.to_ascii_lowercase().starts_with("content-length:") {
+                format!("Content-Length: {}", renamed.len())
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    Message {
+        head: head.into_bytes(),
+        body: renamed.into_bytes(),
     }
 }
 
