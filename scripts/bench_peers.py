@@ -136,9 +136,17 @@ class Mount:
         subprocess.run(["fusermount3", "-u", "-z", "-q", str(self.mnt)], stderr=subprocess.DEVNULL)
         self.proc = None
 
-    def spawn(self, argv, env=None):
+    def spawn(self, argv, env=None, shown_env=""):
         logfile = open(self.work / f"{self.key}-{self.server.name}.log", "a")
         self.proc = subprocess.Popen(argv, stdout=logfile, stderr=logfile, env=env)
+        self.command = shown_env + shown(argv, self.work)
+
+
+def shown(argv, work):
+    """A command line for the report: quoted, the work directory as $WORK."""
+    import shlex
+    line = " ".join(shlex.quote(str(a)) for a in argv).replace(str(work), "$WORK")
+    return line.replace(str(Path.home()), "~")
 
 
 class TierfsMount(Mount):
@@ -206,7 +214,10 @@ class RcloneMount(Mount):
         })
         self.spawn([self.rclone, "mount", f":s3:{self.server.bucket}/{PEER_ROOT}", str(self.mnt),
                     "--vfs-cache-mode", "full", "--cache-dir", str(self.cache),
-                    "--log-level", "ERROR"], env=env)
+                    "--log-level", "ERROR"], env=env,
+                   shown_env=f"RCLONE_S3_PROVIDER=Other RCLONE_S3_ENDPOINT={self.server.endpoint} "
+                   f"RCLONE_S3_REGION={self.server.region} RCLONE_S3_ACCESS_KEY_ID=… "
+                   "RCLONE_S3_SECRET_ACCESS_KEY=… RCLONE_S3_FORCE_PATH_STYLE=true ")
 
     def segment(self):
         return next((self.mnt / "seg").glob("*.seg"))
@@ -297,6 +308,10 @@ def measure_mount(mount, size, offsets, runs):
         "find_s": median(find),
         "listing_entries": entries,
         "peak_rss_mib": round(mount.peak_rss, 1),
+        "command": mount.command + (
+            f"\n# with {mount.config_file.name}:\n" + "\n".join(
+                f"#   {line}" for line in mount.config_file.read_text().splitlines())
+            if isinstance(mount, TierfsMount) else ""),
     }
 
 
@@ -349,7 +364,11 @@ class Curl:
         result = {"cold_seq_mib_s": median(seq), "warm_seq_mib_s": median(warm),
                   "ttfb_ms": median(ttfb), "random_cold": random_summary(rand),
                   "random_warm": random_summary(rand_warm), "ls_l_s": None, "find_s": None,
-                  "listing_entries": None, "peak_rss_mib": None}
+                  "listing_entries": None, "peak_rss_mib": None,
+                  "command": "curl -K CONFIG, CONFIG holding per transfer: "
+                             f'aws-sigv4 "aws:amz:{self.server.region}:s3", user "KEY:SECRET", '
+                             'header "x-amz-content-sha256: UNSIGNED-PAYLOAD", range "FIRST-LAST", '
+                             f'url "{self.url}", output /dev/null'}
         log(f"  curl: {result['cold_seq_mib_s']:.1f} MiB/s, ttfb {result['ttfb_ms']:.1f} ms,"
             f" random {result['random_cold']['total_s']:.2f} s")
         return result
@@ -472,8 +491,11 @@ def start_rclone_server(work, rclone, bucket):
             return False
 
     wait_for("rclone serve s3", up)
-    return proc, root, Server("rclone-serve-s3", f"http://127.0.0.1:{port}", "us-east-1", bucket,
-                              "rclone serve s3 (sets TCP_NODELAY)")
+    server = Server("rclone-serve-s3", f"http://127.0.0.1:{port}", "us-east-1", bucket,
+                    "rclone serve s3 (sets TCP_NODELAY)")
+    server.command = shown([rclone, "serve", "s3", "--etag-hash", "", "--addr", f"127.0.0.1:{port}",
+                            "--auth-key", "KEY,SECRET", root], work)
+    return proc, root, server
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,6 +579,7 @@ def main():
     garage = Server("garage", os.environ["TIERFS_TEST_S3_ENDPOINT"],
                     os.environ["TIERFS_TEST_S3_REGION"], os.environ["TIERFS_TEST_S3_BUCKET"],
                     "Garage (no TCP_NODELAY: ~40 ms delayed-ACK stalls on small responses)")
+    garage.command = "scripts/s3-server.sh start $WORK/s3   # Garage 2.5.0, one node, on loopback"
     source = work / "segment.bin"
     with open(source, "wb") as f:
         f.write(os.urandom(size))
@@ -591,14 +614,18 @@ def main():
                     table[name] = measure_mount(mount, size, offsets, args.runs)
                 finally:
                     mount.stop()
-            results["servers"][server.name] = {"note": server.note, "systems": table}
-        log("offload through garage")
-        offload_mount = TierfsMount(work, garage, args.tierfs, work / "offload-data",
-                                    work / "offload.conf", log_level="info")
-        offload_mount.data_dir.mkdir()
-        tierfs_config(offload_mount.config_file, garage, args.segment_mib)
-        results["offload"]["garage"] = measure_offload(
-            args.tierfs, offload_mount, garage, source, args.segment_mib, args.runs, 64 * MIB, 2)
+            results["servers"][server.name] = {"note": server.note, "command": server.command,
+                                               "systems": table}
+        for server in (garage, rclone_server):
+            log(f"offload through {server.name}")
+            offload_mount = TierfsMount(work, server, args.tierfs,
+                                        work / f"offload-data-{server.name}",
+                                        work / f"offload-{server.name}.conf", log_level="info")
+            offload_mount.data_dir.mkdir()
+            tierfs_config(offload_mount.config_file, server, args.segment_mib)
+            results["offload"][server.name] = measure_offload(
+                args.tierfs, offload_mount, server, source, args.segment_mib, args.runs,
+                64 * MIB, 2)
     finally:
         rclone_proc.send_signal(signal.SIGTERM)
         rclone_proc.wait()

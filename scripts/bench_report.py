@@ -138,9 +138,30 @@ def chart(results, path):
     fig.savefig(path, dpi=110)
 
 
+def offload_table(results):
+    rows = ["| server | tierfs offload (MiB/s) | boto3 multipart upload (MiB/s) | ratio | parts |",
+            "|---|---:|---:|---:|---|"]
+    for server, off in results["offload"].items():
+        rows.append(f"| {server} | {fmt(off['tierfs_mib_s'])} | {fmt(off['multipart_mib_s'])} | "
+                    f"{ratio(off['tierfs_mib_s'], off['multipart_mib_s']):.2f} | "
+                    f"{off['part_mib']} MiB, {off['threads']} at a time |")
+    return "\n".join(rows)
+
+
+def commands(results):
+    """The command lines each system ran with, per server (secrets as KEY/SECRET/…)."""
+    out = []
+    for server, data in results["servers"].items():
+        lines = [f"# {server}", data.get("command", "")]
+        for name in SYSTEMS:
+            if name in data["systems"] and data["systems"][name].get("command"):
+                lines.append(f"# {name}\n{data['systems'][name]['command']}")
+        out.append("```sh\n" + "\n".join(lines) + "\n```")
+    return "\n\n".join(out)
+
+
 def report(results, chart_name):
     m, v = results["machine"], results["versions"]
-    off = results["offload"]["garage"]
     sections = []
     for server, data in results["servers"].items():
         sections.append(f"### Against {data['note']}\n\n{table(data['systems'])}\n\n"
@@ -200,12 +221,6 @@ ACK; and **`rclone serve s3`** over a directory holding the same objects, which 
   whole objects barely see it. `rclone serve s3` (TCP_NODELAY, ETag hashing off) shows the
   systems without that stall.
 
-- **offload** of a {off['segment_mib']} MiB segment to Garage: tierfs {fmt(off['tierfs_mib_s'])} MiB/s
-  vs a plain boto3 multipart upload of the same bytes {fmt(off['multipart_mib_s'])} MiB/s
-  ({ratio(off['tierfs_mib_s'], off['multipart_mib_s']):.2f}×; both {off['part_mib']} MiB parts,
-  {off['threads']} at a time). tierfs also computes the block CRCs and writes the index object
-  and the manifest within that time.
-
 ## Results
 
 Median of {results['runs']} runs each; {results['random_reads']:,} random page-aligned 4 KiB
@@ -213,16 +228,13 @@ Median of {results['runs']} runs each; {results['random_reads']:,} random page-a
 {results['listing_segments']:,} segments.
 
 {chr(10).join(sections)}
-### Offload (Garage)
+### Offload
 
-| | MiB/s |
-|---|---:|
-| tierfs offload (multipart upload + index object + manifest) | {fmt(off['tierfs_mib_s'])} |
-| boto3 `upload_file`, same part size and concurrency | {fmt(off['multipart_mib_s'])} |
+A {results['segment_mib']} MiB segment written through tierfs and offloaded, against boto3's
+`upload_file` of the same bytes with the same part size and concurrency; tierfs also computes
+the block CRCs and writes the index object and the manifest within its time.
 
-`rclone serve s3` is not measured for offload: it answers CreateMultipartUpload with the root
-element `InitiateMultipartUpload` instead of `InitiateMultipartUploadResult`, which aws-sdk-s3
-rejects.
+{offload_table(results)}
 
 ## How each figure is taken
 
@@ -237,6 +249,10 @@ rejects.
 - **`ls -l` / `find`**: each on its own fresh mount with dropped caches. Peers list the bucket
   prefix (10,000 objects); tierfs lists the topic from its manifest.
 - **peak RSS**: the highest `VmHWM` of the mount process over its mounts in the run.
+
+## Commands
+
+{commands(results)}
 
 ## Machine and versions
 
