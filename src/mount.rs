@@ -173,6 +173,7 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
             metrics: Arc::clone(&metrics),
             fs: Some(Arc::clone(&fs)),
             token: options.admin_token.clone(),
+            runtime_configuration: Arc::new(config.runtime_configuration(&options.data_dir)),
         },
         async {
             let _ = admin_stopped.await;

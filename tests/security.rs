@@ -98,6 +98,16 @@ fn credentials_never_reach_logs_errors_stats_or_metrics() {
         "Offload was a success\n"
     );
     let stats = m.admin_ok(&["topics", "stats-internal", "t/ns/secret"]);
+    let runtime = m.admin_ok(&["brokers", "get-runtime-configuration"]);
+    assert!(
+        runtime.contains("\"managedLedgerMaxEntriesPerLedger\": \"2\"")
+            && runtime.contains("\"s3ManagedLedgerOffloadCredentialSecret\": \"****\""),
+        "the runtime configuration shows the values in force: {runtime}"
+    );
+    assert!(
+        !runtime.contains(&s3.key_id),
+        "the access key id appears whole in the runtime configuration"
+    );
     let url = fs::read_to_string(m.data.join("admin.addr")).unwrap();
     let metrics = Command::new("curl")
         .args(["-s", &format!("{}/metrics", url.trim())])
@@ -111,6 +121,7 @@ fn credentials_never_reach_logs_errors_stats_or_metrics() {
     for (what, text) in [
         ("log", m.log_text()),
         ("stats-internal", stats),
+        ("runtime configuration", runtime),
         (
             "metrics",
             String::from_utf8_lossy(&metrics.stdout).into_owned(),

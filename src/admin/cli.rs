@@ -1,5 +1,6 @@
 //! `tierfs admin …`: pulsar-admin's commands and output, over the admin REST endpoint.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -38,6 +39,9 @@ pub enum AdminCommand {
     /// Topics (tenant/namespace/topic)
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// The mount itself (Pulsar's broker)
+    #[command(subcommand)]
+    Brokers(BrokersCommand),
     /// List objects in the store that no topic of the namespace references, and stale
     /// multipart uploads (like Pulsar's scanOffloadedLedgers)
     ScanOffloaded {
@@ -46,6 +50,12 @@ pub enum AdminCommand {
         delete: bool,
         namespace: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokersCommand {
+    /// Every configuration key tierfs reads, with the value in force (credentials masked)
+    GetRuntimeConfiguration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +290,12 @@ pub async fn run(args: AdminArgs) -> Result<String, CliError> {
                 report.stale_uploads.len()
             );
             out
+        }
+        AdminCommand::Brokers(BrokersCommand::GetRuntimeConfiguration) => {
+            let config: BTreeMap<String, String> = client
+                .get_json("/admin/v2/brokers/configuration/runtime")
+                .await?;
+            serde_json::to_string_pretty(&config).expect("a map of strings serializes") + "\n"
         }
         AdminCommand::Tenants(cmd) => match cmd {
             TenantsCommand::List => lines(client.get_json("/admin/v2/tenants").await?),

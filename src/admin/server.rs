@@ -3,6 +3,7 @@
 //! Binds to loopback by default. Handlers only translate between HTTP and [`LocalLog`]; errors
 //! become Pulsar's status codes with an `{"reason": ...}` body, and each refusal is logged.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -35,6 +36,9 @@ pub struct AdminState {
     pub fs: Option<Arc<TierFs>>,
     /// When set, every request must carry `Authorization: Bearer <token>`.
     pub token: Option<Secret>,
+    /// The configuration in force, credentials already masked
+    /// ([`crate::config::Config::runtime_configuration`]).
+    pub runtime_configuration: Arc<BTreeMap<String, String>>,
 }
 
 impl AdminState {
@@ -160,6 +164,10 @@ pub fn router(state: AdminState) -> Router {
         .route(
             "/admin/v2/namespaces/{tenant}/{namespace}/scanOffloaded",
             get(scan_offloaded).delete(clean_offloaded),
+        )
+        .route(
+            "/admin/v2/brokers/configuration/runtime",
+            get(runtime_configuration),
         )
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
@@ -357,6 +365,10 @@ async fn clean_offloaded(
 ) -> ApiResult<ScanReport> {
     let ns = existing_namespace(&state.log, &tenant, &namespace)?;
     Ok(Json(state.offloader.scan(&ns, true).await?))
+}
+
+async fn runtime_configuration(State(state): State<AdminState>) -> Json<BTreeMap<String, String>> {
+    Json(state.runtime_configuration.as_ref().clone())
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

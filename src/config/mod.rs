@@ -8,6 +8,7 @@
 mod offload;
 mod properties;
 mod reader;
+mod runtime;
 
 use std::path::{Path, PathBuf};
 
