@@ -11,7 +11,10 @@
 //! are never empty, so ends strictly increase. A
 //! record is appended after its entry's bytes are in the data file, so a record that exists and
 //! passes its own checksum describes an entry whose write completed. Decoding stops at the first
-//! record that is torn, fails its checksum or goes backwards: that is the recovery point.
+//! record that is torn, fails its checksum or goes backwards: that is the recovery point, as
+//! long as nothing after it is an intact record. An intact record after a bad one is damage in
+//! the middle of the file, not a torn tail: cutting there would drop entries whose writes
+//! returned, so the decoders that recovery and offload use refuse it instead.
 //! This module owns the encoding alone; files are `segment`'s business.
 
 pub const HEADER_LEN: u64 = 16;
@@ -97,6 +100,45 @@ pub fn decode_records(body: &[u8]) -> Vec<IndexRecord> {
     records
 }
 
+/// The records of an active segment's index, up to a torn tail: an `Err` says why the file is
+/// damaged before its end (a bad record followed by intact ones), which no crash produces.
+pub fn decode_up_to_torn_tail(body: &[u8]) -> Result<Vec<IndexRecord>, String> {
+    let records = decode_records(body);
+    let bad = records.len();
+    let later_intact = body
+        .chunks_exact(RECORD_LEN as usize)
+        .skip(bad + 1)
+        .filter(|chunk| {
+            IndexRecord::decode((*chunk).try_into().expect("chunk of RECORD_LEN")).is_some()
+        })
+        .count();
+    if later_intact > 0 {
+        return Err(format!(
+            "index record {} (entry {bad}) is damaged but {later_intact} intact record(s) follow it: \
+             this is damage inside the file, not a torn tail, and cutting the log there would drop \
+             acknowledged entries",
+            bad + 1
+        ));
+    }
+    Ok(records)
+}
+
+/// The records of a sealed segment's index, which must all be intact: `entries` is the count
+/// the manifest holds for the segment.
+pub fn decode_complete(body: &[u8], entries: u64) -> Result<Vec<IndexRecord>, String> {
+    let records = decode_records(body);
+    let stored = body.len() as u64 / RECORD_LEN;
+    if records.len() as u64 != entries || stored != entries || body.len() as u64 % RECORD_LEN != 0 {
+        return Err(format!(
+            "the manifest records {entries} entries; the index holds {stored} record(s) \
+             ({} byte(s) over), of which the first {} are intact and in order",
+            body.len() as u64 % RECORD_LEN,
+            records.len()
+        ));
+    }
+    Ok(records)
+}
+
 /// CRC32C of a whole segment, derived from its entries' checksums without reading the data.
 pub fn segment_crc(records: &[IndexRecord]) -> u32 {
     let mut crc = 0u32;
@@ -138,6 +180,46 @@ mod tests {
     }
 
     #[test]
+    fn damage_inside_the_file_is_not_a_torn_tail() {
+        let records = records_for(&[b"a", b"bb", b"ccc", b"dddd"]);
+        let mut body: Vec<u8> = records.iter().flat_map(|r| r.encode()).collect();
+        body.extend_from_slice(&[0u8; 40]); // zeroed pages past the end: a torn tail
+        assert_eq!(decode_up_to_torn_tail(&body), Ok(records.clone()));
+        body[(RECORD_LEN + 3) as usize] ^= 0x10; // one bit of the second record
+        let err = decode_up_to_torn_tail(&body).unwrap_err();
+        assert!(
+            err.contains("record 2 (entry 1)") && err.contains("2 intact"),
+            "{err}"
+        );
+        let last = (3 * RECORD_LEN) as usize;
+        let mut torn: Vec<u8> = records.iter().flat_map(|r| r.encode()).collect();
+        torn[last + 2] ^= 0x01; // the last record torn
+        assert_eq!(decode_up_to_torn_tail(&torn), Ok(records[..3].to_vec()));
+    }
+
+    #[test]
+    fn a_sealed_index_must_be_whole() {
+        let records = records_for(&[b"a", b"bb", b"ccc"]);
+        let body: Vec<u8> = records.iter().flat_map(|r| r.encode()).collect();
+        assert_eq!(decode_complete(&body, 3), Ok(records.clone()));
+        assert!(
+            decode_complete(&body, 4)
+                .unwrap_err()
+                .contains("records 4 entries")
+        );
+        let mut damaged = body.clone();
+        damaged[(2 * RECORD_LEN) as usize] ^= 0x01;
+        assert!(
+            decode_complete(&damaged, 3)
+                .unwrap_err()
+                .contains("first 2 are intact")
+        );
+        let mut long = body;
+        long.push(0);
+        assert!(decode_complete(&long, 3).is_err());
+    }
+
+    #[test]
     fn refuses_records_that_go_backwards() {
         let a = IndexRecord { end: 10, crc: 1 };
         let b = IndexRecord { end: 5, crc: 2 };
@@ -157,6 +239,8 @@ mod tests {
         fn decoding_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
             let records = decode_records(&bytes);
             proptest::prop_assert!(records.windows(2).all(|w| w[0].end < w[1].end));
+            let _ = decode_up_to_torn_tail(&bytes);
+            let _ = decode_complete(&bytes, records.len() as u64);
             let _ = check_header(&bytes);
         }
     }

@@ -147,7 +147,16 @@ impl ActiveSegment {
             index_bytes = index::header().to_vec();
         }
         let body = &index_bytes[HEADER_LEN as usize..];
-        let mut records = index::decode_records(body);
+        let mut records =
+            index::decode_up_to_torn_tail(body).map_err(|reason| LogError::Corrupt {
+                path: index_path.clone(),
+                reason: format!(
+                    "{reason}. tierfs will not guess: keep a copy of {} and {}, and restore the \
+                     damaged record from a backup",
+                    index_path.display(),
+                    data_path.display()
+                ),
+            })?;
         let stored_records = body.len().div_ceil(RECORD_LEN as usize) as u64;
         records.retain(|r| r.end <= data_len);
         while let Some(last) = records.last() {
@@ -260,15 +269,30 @@ impl ActiveSegment {
     }
 }
 
-/// Reads the entry index of a sealed (closed) segment.
-pub fn read_index(dir: &Path, id: u64) -> Result<Vec<IndexRecord>, LogError> {
+/// Reads the entry index of a sealed (closed) segment, which must describe every one of its
+/// `entries` and end at its `size`.
+pub fn read_index(
+    dir: &Path,
+    id: u64,
+    entries: u64,
+    size: u64,
+) -> Result<Vec<IndexRecord>, LogError> {
     let path = dir.join(index_file_name(id));
     let bytes = std::fs::read(&path).map_err(io_error(&path, "read"))?;
-    index::check_header(&bytes).map_err(|reason| LogError::Corrupt {
+    let corrupt = |reason: String| LogError::Corrupt {
         path: path.clone(),
-        reason,
-    })?;
-    Ok(index::decode_records(&bytes[HEADER_LEN as usize..]))
+        reason: format!("sealed segment {id}: {reason}"),
+    };
+    index::check_header(&bytes).map_err(corrupt)?;
+    let records =
+        index::decode_complete(&bytes[HEADER_LEN as usize..], entries).map_err(corrupt)?;
+    let end = records.last().map_or(0, |r| r.end);
+    if end != size {
+        return Err(corrupt(format!(
+            "the index ends at byte {end}, the segment has {size} bytes"
+        )));
+    }
+    Ok(records)
 }
 
 fn open_rw(path: &Path, create: bool) -> Result<File, LogError> {
@@ -358,6 +382,31 @@ mod tests {
         assert_eq!((seg.entries(), seg.size()), (1, 5));
         assert_eq!(report.dropped_records, 1);
         assert_eq!(report.dropped_bytes, 6);
+    }
+
+    #[test]
+    fn a_damaged_record_before_intact_ones_is_refused_and_nothing_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = ActiveSegment::create(dir.path(), 1, now()).unwrap();
+        for entry in [&b"first"[..], b"second", b"third"] {
+            seg.append(entry, now()).unwrap();
+        }
+        drop(seg);
+        let index_path = dir.path().join(index_file_name(1));
+        let mut bytes = std::fs::read(&index_path).unwrap();
+        bytes[(HEADER_LEN + 2) as usize] ^= 0x04; // one bit of the first record
+        std::fs::write(&index_path, &bytes).unwrap();
+        let err = ActiveSegment::recover(dir.path(), 1, now()).unwrap_err();
+        assert!(
+            err.to_string().contains("2 intact record(s) follow"),
+            "{err}"
+        );
+        // Refused, not repaired: both files are as they were.
+        assert_eq!(std::fs::read(&index_path).unwrap(), bytes);
+        assert_eq!(
+            std::fs::read(dir.path().join(data_file_name(1))).unwrap(),
+            b"firstsecondthird"
+        );
     }
 
     #[test]

@@ -451,7 +451,10 @@ impl Topic {
 
     /// The entry index of a sealed segment that is on local disk.
     pub fn sealed_index(&self, id: u64) -> Result<Vec<super::index::IndexRecord>, LogError> {
-        segment::read_index(&self.dir, id)
+        let sealed = self
+            .sealed_segment(id)
+            .ok_or_else(|| LogError::NotFound(format!("segment {id} of topic {}", self.name)))?;
+        segment::read_index(&self.dir, id, sealed.entries, sealed.size)
     }
 
     /// Marks the topic removed if it holds no entries; appends fail from then on.
