@@ -106,7 +106,8 @@ fn acknowledged_entries_survive_repeated_kill_9_during_offloads() {
     wait_for("offloads to settle", Duration::from_secs(120), || {
         let status = m.admin(&["topics", "offload-status", "t/ns/crashy"]);
         let text = String::from_utf8_lossy(&status.stdout);
-        !text.contains("currently running")
+        status.status.success()
+            && !text.contains("currently running")
             && listing(&topic)
                 .iter()
                 .filter(|n| n.ends_with(".seg"))
@@ -118,6 +119,22 @@ fn acknowledged_entries_survive_repeated_kill_9_during_offloads() {
     assert!(
         probe.pending_uploads(&format!("{prefix}/")).is_empty(),
         "multipart uploads were left behind"
+    );
+    // The bucket, listed without tierfs: exactly the objects the topic's manifest object
+    // references, and that manifest.
+    let keys = probe.keys(&format!("{prefix}/"));
+    let manifest_key = format!("{prefix}/t/ns/crashy/manifest.json");
+    assert!(keys.contains(&manifest_key), "{keys:?}");
+    let manifest = tierfs::offload::RemoteManifest::decode(&probe.get(&manifest_key)).unwrap();
+    let referenced: std::collections::BTreeSet<&str> = manifest.keys().collect();
+    let listed: std::collections::BTreeSet<&str> = keys
+        .iter()
+        .map(String::as_str)
+        .filter(|k| *k != manifest_key)
+        .collect();
+    assert_eq!(
+        referenced, listed,
+        "objects the manifest does not reference"
     );
     assert_eq!(
         m.admin_ok(&["scan-offloaded", "t/ns"]),

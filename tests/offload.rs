@@ -473,8 +473,15 @@ fn kill_9_during_a_multipart_upload_leaves_no_orphan_and_the_offload_is_retried(
         Duration::from_secs(30),
         || !probe.pending_uploads(&format!("{prefix}/")).is_empty(),
     );
+    // The upload id is recorded right after the store hands it out: kill after that.
+    let manifest_path = m.data.join("topics/t/ns/big/manifest.json");
+    wait_for(
+        "the upload id to be recorded",
+        Duration::from_secs(30),
+        || fs::read_to_string(&manifest_path).is_ok_and(|t| t.contains("upload_id")),
+    );
     m.kill9();
-    let manifest = fs::read_to_string(m.data.join("topics/t/ns/big/manifest.json")).unwrap();
+    let manifest = fs::read_to_string(&manifest_path).unwrap();
     assert!(
         manifest.contains("upload_id") && !manifest.contains("completed_ms"),
         "the kill did not land mid-upload:\n{manifest}"

@@ -68,10 +68,6 @@ fn metric(m: &TestMount, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
 
-fn drop_page_cache() {
-    let _ = fs::write("/proc/sys/vm/drop_caches", "3");
-}
-
 #[test]
 fn sequential_random_and_concurrent_reads_are_exact_and_bounded() {
     let s3 = S3Env::get();

@@ -57,6 +57,7 @@ fn every_request_is_checked_against_the_token() {
     assert_eq!(none.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&none.stderr).contains("requires the admin token"));
     let wrong = admin_with(&m, Some("guess"), &["topics", "list", "t/ns"]);
+    assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("the admin token is wrong"));
     let right = admin_with(&m, Some(TOKEN), &["topics", "list", "t/ns"]);
     assert_eq!(
@@ -118,6 +119,14 @@ fn credentials_never_reach_logs_errors_stats_or_metrics() {
         .arg(topic.join("00000000000000000001.seg"))
         .output()
         .unwrap();
+    // Checked for the secret only once they are known to hold something.
+    assert!(
+        metrics.status.success() && String::from_utf8_lossy(&metrics.stdout).contains("tierfs_")
+    );
+    assert!(
+        xattrs.status.success()
+            && String::from_utf8_lossy(&xattrs.stdout).contains("user.tierfs.object")
+    );
     for (what, text) in [
         ("log", m.log_text()),
         ("stats-internal", stats),

@@ -173,6 +173,9 @@ impl TestMount {
             let _ = child.wait();
         }
         lazy_unmount(&self.mnt);
+        // The dead daemon's address would otherwise let the next start look ready before the
+        // new daemon listens (and its port may by then belong to another test's daemon).
+        let _ = fs::remove_file(self.data.join("admin.addr"));
     }
 
     /// Mounts the same data directory again.
@@ -387,6 +390,13 @@ impl S3Env {
             self.bucket, self.endpoint
         )
     }
+}
+
+/// Empties the kernel's page cache, so that reads reach the daemon (needs root, as the suite
+/// does).
+pub fn drop_page_cache() {
+    fs::write("/proc/sys/vm/drop_caches", "3")
+        .unwrap_or_else(|e| panic!("cannot drop the page cache (the tests run as root): {e}"));
 }
 
 /// A unique key prefix per test run, so that tests sharing the bucket never meet.
