@@ -249,3 +249,27 @@ fn a_write_of_up_to_one_megabyte_is_one_entry() {
     // SAFETY: allocated above with this layout; not used after this.
     unsafe { std::alloc::dealloc(aligned.as_mut_ptr(), layout) };
 }
+
+#[test]
+fn a_write_over_one_megabyte_is_split_into_whole_entries() {
+    let m = TestMount::start(NO_ROLLOVER);
+    let topic = m.topic("t/ns/huge");
+    let active = topic.join("active");
+    let big = pattern(9, 3 * (1 << 20) + 1234);
+    let mut f = OpenOptions::new().append(true).open(&active).unwrap();
+    // One write(2): the kernel hands it over in requests of at most 1 MiB, each an entry.
+    let mut written = 0;
+    while written < big.len() {
+        written += f.write(&big[written..]).unwrap();
+    }
+    f.sync_all().unwrap();
+    let entries: u64 = xattr(&active, "user.tierfs.entries").parse().unwrap();
+    assert!(
+        (4..=5).contains(&entries),
+        "3 MiB + 1234 bytes became {entries} entries"
+    );
+    assert!(
+        fs::read(&active).unwrap() == big,
+        "the pieces are not the bytes written, whole and in order"
+    );
+}
