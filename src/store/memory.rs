@@ -70,7 +70,7 @@ impl ObjectStore for MemoryStore {
         }
         let data = self.object(key)?;
         let end = (range.end as usize).min(data.len());
-        Ok(super::into_pieces(
+        Ok(into_pieces(
             &data[(range.start as usize).min(end)..end],
             piece,
         ))
@@ -119,4 +119,12 @@ impl ObjectStore for MemoryStore {
     async fn list_multipart(&self, _: &str) -> Result<Vec<PendingUpload>, StoreError> {
         Ok(Vec::new())
     }
+}
+
+/// Cuts `data` into owned pieces of `piece` bytes (the last may be shorter), as a real store's
+/// body arrives: each piece its own buffer.
+fn into_pieces(data: &[u8], piece: usize) -> Vec<Bytes> {
+    data.chunks(piece.max(1))
+        .map(Bytes::copy_from_slice)
+        .collect()
 }

@@ -117,10 +117,3 @@ pub async fn connect(
         }
     })
 }
-
-/// Cuts `data` into owned pieces of `piece` bytes (the last may be shorter).
-pub fn into_pieces(data: &[u8], piece: usize) -> Vec<Bytes> {
-    data.chunks(piece.max(1))
-        .map(Bytes::copy_from_slice)
-        .collect()
-}
