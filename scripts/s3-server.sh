@@ -6,6 +6,13 @@
 #                                       the access key and buckets, write DIR/env (shell exports)
 #   scripts/s3-server.sh stop DIR       stop it
 #   scripts/s3-server.sh resume DIR     start a stopped server again, with its data
+#   scripts/s3-server.sh start-cluster DIR [N]
+#                                       N Garage nodes (default 3, replication_factor = N) on
+#                                       loopback behind haproxy (installed if missing), as
+#                                       production clusters are run; DIR/env as for `start`, its
+#                                       endpoint the load balancer
+#   scripts/s3-server.sh kill-node DIR I    SIGKILL node I (1-based) of a cluster
+#   scripts/s3-server.sh stop-cluster DIR   stop every node and the load balancer
 #
 # DIR/env exports TIERFS_TEST_S3_ENDPOINT, TIERFS_TEST_S3_REGION, TIERFS_TEST_S3_BUCKET,
 # TIERFS_TEST_S3_OSS_BUCKET, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (test-only credentials).
@@ -55,22 +62,9 @@ start() {
   local dir=$1
   install
   pick_ports
-  mkdir -p "$dir/meta" "$dir/data"
+  mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
-  cat >"$dir/garage.toml" <<TOML
-metadata_dir = "$dir/meta"
-data_dir = "$dir/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:$RPC_PORT"
-rpc_public_addr = "127.0.0.1:$RPC_PORT"
-rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-
-[s3_api]
-s3_region = "$REGION"
-api_bind_addr = "127.0.0.1:$S3_PORT"
-root_domain = ".localhost"
-TOML
+  node_config "$dir" "$S3_PORT" "$RPC_PORT" 1 "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   local g=(garage -c "$dir/garage.toml")
   "${g[@]}" server >"$dir/server.log" 2>&1 &
   echo $! >"$dir/pid"
@@ -126,6 +120,115 @@ resume() {
   exit 1
 }
 
+# Writes a Garage configuration for one node under $1 (S3 port $2, RPC port $3, replication $4,
+# shared RPC secret $5).
+node_config() {
+  local dir=$1 s3=$2 rpc=$3 replication=$4 secret=$5
+  mkdir -p "$dir/meta" "$dir/data"
+  cat >"$dir/garage.toml" <<TOML
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = $replication
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$secret"
+
+[s3_api]
+s3_region = "$REGION"
+api_bind_addr = "127.0.0.1:$s3"
+root_domain = ".localhost"
+TOML
+}
+
+start_cluster() {
+  local dir=$1 nodes=${2:-3}
+  install
+  command -v haproxy >/dev/null 2>&1 || "$(dirname "$0")/apt-install.sh" haproxy
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  local secret
+  secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  local ids=() first_rpc="" backends=""
+  for i in $(seq "$nodes"); do
+    pick_ports
+    node_config "$dir/node$i" "$S3_PORT" "$RPC_PORT" "$nodes" "$secret"
+    garage -c "$dir/node$i/garage.toml" server >"$dir/node$i/server.log" 2>&1 &
+    echo $! >"$dir/node$i/pid"
+    for _ in $(seq 100); do
+      garage -c "$dir/node$i/garage.toml" status >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    ids+=("$(garage -c "$dir/node$i/garage.toml" node id -q 2>/dev/null)")
+    [[ -n "${ids[-1]}" ]] || { cat "$dir/node$i/server.log" >&2; echo "s3-server: node $i did not start" >&2; exit 1; }
+    backends+="    server node$i 127.0.0.1:$S3_PORT check inter 300ms fall 2 rise 2"$'\n'
+    [[ -n "$first_rpc" ]] || first_rpc=$RPC_PORT
+  done
+  local g=(garage -c "$dir/node1/garage.toml")
+  for i in $(seq 2 "$nodes"); do
+    "${g[@]}" node connect "${ids[$((i - 1))]}" >/dev/null
+  done
+  for i in $(seq "$nodes"); do
+    "${g[@]}" layout assign -z "dc$i" -c 1G "$(cut -d@ -f1 <<<"${ids[$((i - 1))]}")" >/dev/null
+  done
+  "${g[@]}" layout apply --version 1 >/dev/null
+  "${g[@]}" key import --yes -n tierfs "$KEY_ID" "$KEY_SECRET" >/dev/null
+  "${g[@]}" bucket create "$BUCKET" >/dev/null
+  "${g[@]}" bucket allow --read --write --owner "$BUCKET" --key tierfs >/dev/null
+  # The load balancer: its own free port.
+  local lb=4200
+  while ! port_free "$lb"; do lb=$((lb + 1)); done
+  cat >"$dir/haproxy.cfg" <<CFG
+global
+    maxconn 1024
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    retries 3
+    option redispatch
+frontend s3
+    bind 127.0.0.1:$lb
+    default_backend garage
+backend garage
+    balance roundrobin
+$backends
+CFG
+  haproxy -f "$dir/haproxy.cfg" -D -p "$dir/haproxy.pid" >"$dir/haproxy.log" 2>&1
+  for _ in $(seq 100); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$lb/" || true)
+    [[ "$code" == "403" || "$code" == "200" ]] && break
+    sleep 0.1
+  done
+  cat >"$dir/env" <<ENV
+export TIERFS_TEST_S3_ENDPOINT=http://127.0.0.1:$lb
+export TIERFS_TEST_S3_REGION=$REGION
+export TIERFS_TEST_S3_BUCKET=$BUCKET
+export AWS_ACCESS_KEY_ID=$KEY_ID
+export AWS_SECRET_ACCESS_KEY=$KEY_SECRET
+export AWS_REGION=$REGION
+export AWS_EC2_METADATA_DISABLED=true
+ENV
+  echo "s3-server: $nodes garage nodes (replication $nodes) behind haproxy at http://127.0.0.1:$lb; env in $dir/env"
+}
+
+kill_node() {
+  local dir=$1 i=$2
+  [[ -f "$dir/node$i/pid" ]] || { echo "s3-server: no node $i in $dir" >&2; exit 2; }
+  kill -9 "$(cat "$dir/node$i/pid")" 2>/dev/null || true
+  rm -f "$dir/node$i/pid"
+}
+
+stop_cluster() {
+  local dir=$1
+  for pidfile in "$dir"/node*/pid "$dir/haproxy.pid"; do
+    [[ -f "$pidfile" ]] || continue
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+    rm -f "$pidfile"
+  done
+}
+
 stop() {
   local dir=$1
   if [[ -f "$dir/pid" ]]; then
@@ -141,5 +244,8 @@ case "${1:-}" in
   start) start "${2:?usage: s3-server.sh start DIR}" ;;
   stop) stop "${2:?usage: s3-server.sh stop DIR}" ;;
   resume) resume "${2:?usage: s3-server.sh resume DIR}" ;;
-  *) echo "usage: $0 install | start DIR | stop DIR | resume DIR" >&2; exit 2 ;;
+  start-cluster) start_cluster "${2:?usage: s3-server.sh start-cluster DIR [N]}" "${3:-3}" ;;
+  kill-node) kill_node "${2:?usage: s3-server.sh kill-node DIR I}" "${3:?usage: s3-server.sh kill-node DIR I}" ;;
+  stop-cluster) stop_cluster "${2:?usage: s3-server.sh stop-cluster DIR}" ;;
+  *) echo "usage: $0 install | start DIR | stop DIR | resume DIR | start-cluster DIR [N] | kill-node DIR I | stop-cluster DIR" >&2; exit 2 ;;
 esac

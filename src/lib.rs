@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod allocator;
 pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod fs;
 pub mod fuse;
@@ -12,5 +13,6 @@ pub mod metrics;
 pub mod mount;
 pub mod name;
 pub mod offload;
+pub mod recover;
 pub mod store;
 pub mod units;

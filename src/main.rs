@@ -28,6 +28,22 @@ enum Command {
     Mount(MountArgs),
     /// Administer a running mount, as pulsar-admin does a broker
     Admin(AdminArgs),
+    /// Rebuild a lost data directory from the bucket: every topic, offloaded segment and
+    /// namespace policy the bucket's catalog records
+    Recover(RecoverArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RecoverArgs {
+    /// The new data directory to write (must be missing or empty)
+    #[arg(long, env = "TIERFS_DATA_DIR", default_value_os_t = tierfs::config::default_data_dir())]
+    data_dir: PathBuf,
+    /// The broker.conf-style properties file naming the bucket and prefix
+    #[arg(long)]
+    config: PathBuf,
+    /// Log filter, e.g. `info` or `tierfs=debug` (RUST_LOG works too)
+    #[arg(long, env = "TIERFS_LOG", default_value = "warn")]
+    log: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,9 +83,30 @@ struct MountArgs {
     /// A read of an offloaded segment that cannot complete in this time fails with EIO (e.g. 20s)
     #[arg(long, default_value = "20s", value_parser = tierfs::units::parse_duration)]
     read_timeout: std::time::Duration,
+    /// Mount every topic the bucket's catalog records, read-only (no local log; the data
+    /// directory holds only the cache and the admin address)
+    #[arg(long)]
+    read_only: bool,
+    /// Take the prefix's writer lease from another writer that looks alive (only when you know
+    /// it is dead: two writers on one prefix lose offloads)
+    #[arg(long, conflicts_with = "read_only")]
+    take_over: bool,
+    /// How often a read-only mount looks for changes in the bucket (one conditional GET)
+    #[arg(long, default_value = "5s", value_parser = parse_refresh_interval)]
+    refresh_interval: std::time::Duration,
     /// Log filter, e.g. `info` or `tierfs=debug` (RUST_LOG works too)
     #[arg(long, env = "TIERFS_LOG", default_value = "info")]
     log: String,
+}
+
+fn parse_refresh_interval(text: &str) -> Result<std::time::Duration, String> {
+    let interval = tierfs::units::parse_duration(text)?;
+    if interval < std::time::Duration::from_millis(100) {
+        return Err(format!(
+            "{text} is too short; the refresh interval is at least 100ms"
+        ));
+    }
+    Ok(interval)
 }
 
 fn init_logging(filter: &str) {
@@ -110,11 +147,32 @@ fn main() -> ExitCode {
                     read_timeout: args.read_timeout,
                     ..CacheConfig::default()
                 },
+                read_only: args.read_only,
+                refresh_interval: args.refresh_interval,
+                take_over: args.take_over,
             };
             match run_mount(options) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
+                    eprintln!("tierfs: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Recover(args) => {
+            init_logging(&args.log);
+            let options = tierfs::recover::RecoverOptions {
+                data_dir: args.data_dir,
+                config_file: args.config,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            match tierfs::recover::run(&options) {
+                Ok(summary) => {
+                    println!("{summary} into {}", options.data_dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
                     eprintln!("tierfs: {e}");
                     ExitCode::FAILURE
                 }

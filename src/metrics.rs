@@ -28,6 +28,11 @@ pub struct Metrics {
     pub offload_bytes: Counter,
     pub offload_errors: Counter,
     pub offload_duration: Histogram,
+    pub catalog_requests: Counter,
+    pub catalog_refreshes: Counter,
+    pub catalog_bytes_written: Counter,
+    pub catalog_seq: Gauge,
+    pub catalog_segments: Gauge,
     registry: Registry,
 }
 
@@ -59,6 +64,11 @@ impl Default for Metrics {
             offload_bytes: Counter::default(),
             offload_errors: Counter::default(),
             offload_duration: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
+            catalog_requests: Counter::default(),
+            catalog_refreshes: Counter::default(),
+            catalog_bytes_written: Counter::default(),
+            catalog_seq: Gauge::default(),
+            catalog_segments: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -142,6 +152,31 @@ impl Default for Metrics {
             "offload_duration_seconds",
             "Time to offload one segment",
             m.offload_duration.clone(),
+        );
+        registry.register(
+            "catalog_requests",
+            "Requests made to the bucket's catalog (head, journal, checkpoints)",
+            m.catalog_requests.clone(),
+        );
+        registry.register(
+            "catalog_refreshes",
+            "Refreshes of the bucket's catalog by a read-only mount",
+            m.catalog_refreshes.clone(),
+        );
+        registry.register(
+            "catalog_bytes_written",
+            "Bytes of catalog objects written (journal records, checkpoints, heads)",
+            m.catalog_bytes_written.clone(),
+        );
+        registry.register(
+            "catalog_sequence",
+            "The catalog's last applied journal sequence number",
+            m.catalog_seq.clone(),
+        );
+        registry.register(
+            "catalog_segments",
+            "Segments the bucket's catalog records",
+            m.catalog_segments.clone(),
         );
         Self { registry, ..m }
     }

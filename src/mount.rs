@@ -5,6 +5,10 @@
 //! on the mount being there) and start the rollover timer. Down, on SIGINT/SIGTERM or an
 //! external `fusermount3 -u`: unmount, stop the timer and the endpoint, fsync every topic,
 //! withdraw the address, release the lock.
+//!
+//! A read-only mount (`--read-only`) has no local log: it reads the bucket's catalog, mounts
+//! what it records, and refreshes it every `--refresh-interval`; its data directory holds only
+//! the lock, the admin address and the disk cache.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,16 +20,19 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+use crate::admin::read_only::{self, ReadOnlyState};
 use crate::admin::server::AdminState;
 use crate::admin::{endpoint, server};
 use crate::cache::{Cache, CacheConfig};
+use crate::catalog::{Catalog, CatalogError, Lease, LeaseError};
+use crate::config::ReadPriority;
 use crate::config::{Config, ConfigError, Secret};
-use crate::fs::{RemoteTier, TierFs};
+use crate::fs::{BucketTree, Node, RemoteTier, TierFs};
 use crate::fuse::{FuseAdapter, MountSettings};
 use crate::log::{DataDirLock, LocalLog, LogError, SealListener};
 use crate::metrics::Metrics;
 use crate::name::TopicName;
-use crate::offload::{Offloader, Policies, PolicyError};
+use crate::offload::{Layout, LeaseSettings, Offloader, Policies, PolicyError};
 use crate::store::{self, StoreError};
 
 #[derive(Debug, Clone)]
@@ -38,6 +45,12 @@ pub struct MountOptions {
     pub admin_token: Option<Secret>,
     pub settings: MountSettings,
     pub cache: CacheConfig,
+    /// Show the bucket's catalog read-only instead of a local log.
+    pub read_only: bool,
+    /// How often a read-only mount looks for changes in the bucket.
+    pub refresh_interval: Duration,
+    /// Take the prefix's writer lease even from a writer that looks alive.
+    pub take_over: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +82,10 @@ pub enum MountError {
     AdminWithoutToken(SocketAddr),
     #[error("cannot open the offload store: {0}")]
     Store(StoreError),
+    #[error("cannot read the bucket's catalog: {0}")]
+    Catalog(CatalogError),
+    #[error(transparent)]
+    Lease(LeaseError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error("cannot start the runtime: {0}")]
@@ -93,6 +110,9 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
         source,
     })?;
     let _lock = DataDirLock::acquire(&options.data_dir, &options.mountpoint)?;
+    if options.read_only {
+        return run_read_only(&options, &config);
+    }
     let (sealed_tx, sealed_rx) = tokio::sync::mpsc::unbounded_channel::<TopicName>();
     let on_seal: SealListener = Arc::new(move |topic: &TopicName| {
         let _ = sealed_tx.send(topic.clone());
@@ -107,74 +127,42 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
     );
     let log = Arc::new(log);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("tierfs-admin")
-        .enable_all()
-        .build()
-        .map_err(MountError::Runtime)?;
-    let store = runtime
-        .block_on(store::connect(&config.offload, &options.data_dir))
-        .map_err(MountError::Store)?;
-    info!(driver = %config.offload.driver, store = %store.url(""), "offload store ready");
-    let policies = Policies::load(&options.data_dir, &config.offload)?;
+    let runtime = start_runtime()?;
     let metrics = Arc::new(Metrics::default());
+    let catalog = connect_catalog(&runtime, &config, &options.data_dir, &metrics)?;
+    let lease = take_lease_at_start(&runtime, &catalog, &options)?;
+    let policies = Policies::load(&options.data_dir, &config.offload)?;
     let offloader = Offloader::new(
         Arc::clone(&log),
-        store,
+        Arc::clone(&catalog),
         config.offload.clone(),
         policies,
         Arc::clone(&metrics),
+        LeaseSettings {
+            data_dir: options.data_dir.clone(),
+            take_over: options.take_over,
+        },
     );
-    let listener = runtime
-        .block_on(server::bind(options.admin_listen))
-        .map_err(|source| MountError::Admin {
-            addr: options.admin_listen,
-            source,
-        })?;
-    let admin_addr = listener.local_addr().map_err(|source| MountError::Admin {
-        addr: options.admin_listen,
-        source,
-    })?;
-
+    if let Some(lease) = lease {
+        offloader.hold_lease(lease);
+    }
+    let (listener, admin_addr) = bind_admin(&runtime, options.admin_listen)?;
     let fs = Arc::new(TierFs::with_remote(
         Arc::clone(&log),
-        Some(RemoteTier {
-            cache: Cache::new(
-                Arc::clone(offloader.store()),
-                options.cache.clone(),
-                Arc::clone(&metrics),
-            ),
-            offloader: Arc::clone(&offloader),
-            runtime: runtime.handle().clone(),
-        }),
+        Some(remote_tier(&runtime, &catalog, &options, &config, &metrics)),
     ));
-    let session = fuser::Session::new(
-        FuseAdapter::new(Arc::clone(&fs)),
-        &options.mountpoint,
-        &FuseAdapter::config(&options.settings),
-    )
-    .and_then(fuser::Session::spawn)
-    .map_err(|source| MountError::Mount {
-        path: options.mountpoint.clone(),
-        source,
-    })?;
-
-    let notifier = session.notifier();
-    fs.set_invalidator(Box::new(move |parent, name| {
-        let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(name));
-    }));
+    let session = mount_fuse(&fs, &options)?;
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = runtime.spawn(server::serve(
         listener,
-        AdminState {
+        server::router(AdminState {
             log: Arc::clone(&log),
             offloader: Arc::clone(&offloader),
             metrics: Arc::clone(&metrics),
             fs: Some(Arc::clone(&fs)),
             token: options.admin_token.clone(),
             runtime_configuration: Arc::new(config.runtime_configuration(&options.data_dir)),
-        },
+        }),
         async {
             let _ = admin_stopped.await;
         },
@@ -194,18 +182,7 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
         "tierfs mounted"
     );
 
-    let stop = runtime.block_on(wait_for_stop(&session));
-    info!(?stop, "unmounting");
-    let ended = match stop {
-        Stop::Signal(_) => session.umount_and_join().or_else(|e| {
-            detach(&options.mountpoint, &e);
-            Ok(())
-        }),
-        Stop::Unmounted => session.join(),
-    };
-    if let Err(e) = ended {
-        warn!(error = %e, "FUSE session ended with an error");
-    }
+    serve_until_stopped(&runtime, session, &options.mountpoint);
     let _ = stop_timer.send(());
     let _ = timer.join();
     let _ = stop_admin.send(());
@@ -215,11 +192,303 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
     if offloader.busy() {
         info!("stopping with offloads in flight; they are cleaned and retried at the next mount");
     }
+    runtime.block_on(async {
+        if tokio::time::timeout(Duration::from_secs(5), offloader.release_lease())
+            .await
+            .is_err()
+        {
+            warn!(
+                "the store did not answer in time to release the writer lease; it expires by itself"
+            );
+        }
+    });
     runtime.shutdown_timeout(Duration::from_secs(5));
     endpoint::withdraw(&options.data_dir);
     log.sync_all()?;
     info!("tierfs stopped cleanly; every entry is on disk");
     Ok(())
+}
+
+/// A read-only mount of the bucket's catalog (see the module doc).
+fn run_read_only(options: &MountOptions, config: &Config) -> Result<(), MountError> {
+    let runtime = start_runtime()?;
+    let metrics = Arc::new(Metrics::default());
+    let catalog = open_catalog(&runtime, config, &options.data_dir, &metrics)?;
+    let state = catalog.state();
+    info!(
+        topics = state.topics().count(),
+        segments = state.segment_count(),
+        seq = state.seq,
+        "bucket catalog read"
+    );
+    let (listener, admin_addr) = bind_admin(&runtime, options.admin_listen)?;
+    let fs = Arc::new(TierFs::read_only(
+        BucketTree {
+            catalog: Arc::clone(&catalog),
+            layout: Layout::new(&config.offload.prefix),
+            mounted: SystemTime::now(),
+            data_dir: options.data_dir.clone(),
+        },
+        remote_tier(&runtime, &catalog, options, config, &metrics),
+    ));
+    let session = mount_fuse(&fs, options)?;
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = runtime.spawn(server::serve(
+        listener,
+        read_only::router(ReadOnlyState {
+            catalog: Arc::clone(&catalog),
+            metrics: Arc::clone(&metrics),
+            token: options.admin_token.clone(),
+            runtime_configuration: Arc::new(config.runtime_configuration(&options.data_dir)),
+        }),
+        async {
+            let _ = admin_stopped.await;
+        },
+    ));
+    let (stop_refresh, refresh_stopped) = tokio::sync::watch::channel(false);
+    let refresher = runtime.spawn(follow_bucket(
+        Arc::clone(&fs),
+        Arc::clone(&catalog),
+        Arc::clone(&metrics),
+        options.refresh_interval,
+        refresh_stopped,
+    ));
+    let url =
+        endpoint::publish(&options.data_dir, admin_addr).map_err(|source| MountError::Admin {
+            addr: admin_addr,
+            source,
+        })?;
+    info!(
+        mountpoint = %options.mountpoint.display(),
+        admin = %url,
+        refresh = ?options.refresh_interval,
+        "tierfs mounted read-only over the bucket"
+    );
+    serve_until_stopped(&runtime, session, &options.mountpoint);
+    let _ = stop_refresh.send(true);
+    let _ = runtime.block_on(refresher);
+    let _ = stop_admin.send(());
+    let _ = runtime.block_on(admin);
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    endpoint::withdraw(&options.data_dir);
+    info!("tierfs stopped cleanly");
+    Ok(())
+}
+
+/// A read-only mount's refresh loop: one conditional GET of the catalog's head per interval;
+/// segments that left the bucket are dropped from the kernel's cache.
+async fn follow_bucket(
+    fs: Arc<TierFs>,
+    catalog: Arc<Catalog>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let before = catalog.state();
+        metrics.catalog_refreshes.inc();
+        match catalog.refresh().await {
+            Ok(false) => {}
+            Ok(true) => {
+                let after = catalog.state();
+                info!(
+                    seq = after.seq,
+                    segments = after.segment_count(),
+                    "the bucket changed"
+                );
+                for topic in before.topics() {
+                    for segment in before.segments(topic) {
+                        if after.segment(topic, segment.id).is_none() {
+                            fs.forget_name(
+                                &Node::Topic(topic.clone()),
+                                &crate::log::data_file_name(segment.id),
+                            );
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    warn!(error = %e, "cannot refresh the bucket's catalog; showing what was last read");
+                }
+                failing = true;
+                continue;
+            }
+        }
+        if failing {
+            info!("the bucket's catalog is readable again");
+            failing = false;
+        }
+    }
+}
+
+fn start_runtime() -> Result<tokio::runtime::Runtime, MountError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tierfs-admin")
+        .enable_all()
+        .build()
+        .map_err(MountError::Runtime)
+}
+
+/// Connects to the store; the catalog is not read yet.
+fn connect_catalog(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    data_dir: &Path,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<Catalog>, MountError> {
+    let store = runtime
+        .block_on(store::connect(&config.offload, data_dir))
+        .map_err(MountError::Store)?;
+    info!(driver = %config.offload.driver, store = %store.url(""), "offload store ready");
+    let catalog = Catalog::new(store, &config.offload.prefix);
+    catalog.report_to(Arc::clone(metrics));
+    Ok(catalog)
+}
+
+/// How long a writable mount's start waits for the store to settle the writer lease; past it
+/// (the store is down) the mount serves its local log and takes the lease in the background.
+const LEASE_AT_START: Duration = Duration::from_secs(5);
+
+/// Takes the prefix's writer lease before mounting, so that a second writer is refused at
+/// once, naming the holder. A store that cannot answer in time defers it to the offloader.
+fn take_lease_at_start(
+    runtime: &tokio::runtime::Runtime,
+    catalog: &Arc<Catalog>,
+    options: &MountOptions,
+) -> Result<Option<Lease>, MountError> {
+    let attempt = async {
+        catalog
+            .probe_conditional_writes()
+            .await
+            .map_err(|e| match e {
+                CatalogError::Store(e) => LeaseError::Store(e),
+                other => LeaseError::Store(StoreError::Other(other.to_string())),
+            })?;
+        Lease::acquire(
+            Arc::clone(catalog.store()),
+            catalog.keys(),
+            &options.data_dir,
+            options.take_over,
+            catalog.conditional_writes(),
+        )
+        .await
+    };
+    match runtime.block_on(async { tokio::time::timeout(LEASE_AT_START, attempt).await }) {
+        Ok(Ok(lease)) => Ok(Some(lease)),
+        Ok(Err(e @ LeaseError::Held { .. })) => Err(MountError::Lease(e)),
+        Ok(Err(e)) => {
+            warn!(error = %e, "cannot take the writer lease now; the mount serves its local log and offloads wait for the lease");
+            Ok(None)
+        }
+        Err(_) => {
+            warn!(wait = ?LEASE_AT_START, "the store did not answer in time to take the writer lease; the mount serves its local log and offloads wait for the lease");
+            Ok(None)
+        }
+    }
+}
+
+/// Connects to the store and reads its catalog (a store that fails at first is tried again a
+/// few times; an unknown catalog format is refused at once).
+fn open_catalog(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    data_dir: &Path,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<Catalog>, MountError> {
+    let catalog = connect_catalog(runtime, config, data_dir, metrics)?;
+    let mut attempt = 1;
+    loop {
+        match runtime.block_on(catalog.load()) {
+            Ok(()) => return Ok(catalog),
+            Err(e) if e.is_transient() && attempt < 4 => {
+                warn!(error = %e, attempt, "cannot read the bucket's catalog yet; retrying");
+                std::thread::sleep(Duration::from_millis(500 * attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(MountError::Catalog(e)),
+        }
+    }
+}
+
+fn remote_tier(
+    runtime: &tokio::runtime::Runtime,
+    catalog: &Catalog,
+    options: &MountOptions,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> RemoteTier {
+    RemoteTier {
+        store: Arc::clone(catalog.store()),
+        prefer_remote: config.offload.read_priority == ReadPriority::TieredStorageFirst,
+        cache: Cache::new(
+            Arc::clone(catalog.store()),
+            options.cache.clone(),
+            Arc::clone(metrics),
+        ),
+        runtime: runtime.handle().clone(),
+    }
+}
+
+fn bind_admin(
+    runtime: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr), MountError> {
+    let fail = |source| MountError::Admin { addr, source };
+    let listener = runtime.block_on(server::bind(addr)).map_err(fail)?;
+    let bound = listener.local_addr().map_err(fail)?;
+    Ok((listener, bound))
+}
+
+/// Mounts `fs` and lets it tell the kernel to forget names.
+fn mount_fuse(
+    fs: &Arc<TierFs>,
+    options: &MountOptions,
+) -> Result<fuser::BackgroundSession, MountError> {
+    let session = fuser::Session::new(
+        FuseAdapter::new(Arc::clone(fs)),
+        &options.mountpoint,
+        &FuseAdapter::config(&options.settings),
+    )
+    .and_then(fuser::Session::spawn)
+    .map_err(|source| MountError::Mount {
+        path: options.mountpoint.clone(),
+        source,
+    })?;
+    let notifier = session.notifier();
+    fs.set_invalidator(Box::new(move |parent, name| {
+        let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(name));
+    }));
+    Ok(session)
+}
+
+/// Serves until a signal or an external unmount, then unmounts.
+fn serve_until_stopped(
+    runtime: &tokio::runtime::Runtime,
+    session: fuser::BackgroundSession,
+    mountpoint: &Path,
+) {
+    let stop = runtime.block_on(wait_for_stop(&session));
+    info!(?stop, "unmounting");
+    let ended = match stop {
+        Stop::Signal(_) => session.umount_and_join().or_else(|e| {
+            detach(mountpoint, &e);
+            Ok(())
+        }),
+        Stop::Unmounted => session.join(),
+    };
+    if let Err(e) = ended {
+        warn!(error = %e, "FUSE session ended with an error");
+    }
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, MountError> {

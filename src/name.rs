@@ -8,6 +8,8 @@ use std::fmt;
 
 /// Longest tenant, namespace or topic name, in bytes (one path component on disk).
 pub const MAX_NAME_LEN: usize = 255;
+/// The one tenant name tierfs keeps for itself: the folder of the bucket's catalog.
+pub const RESERVED_TENANT: &str = "_tierfs";
 
 /// Which level of the hierarchy a name belongs to; used in messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +58,9 @@ pub fn validate(kind: NameKind, name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty { kind });
     }
-    if name == "." || name == ".." {
+    // `_tierfs` holds the bucket's catalog under the offload prefix, beside the tenants.
+    let reserved_tenant = kind == NameKind::Tenant && name == RESERVED_TENANT;
+    if name == "." || name == ".." || reserved_tenant {
         return Err(NameError::Reserved {
             kind,
             name: name.to_string(),
@@ -237,5 +241,15 @@ mod tests {
         assert!(TopicName::parse("t/../x").is_err());
         assert_eq!(NamespaceName::parse("t/ns").unwrap().to_string(), "t/ns");
         assert!(NamespaceName::parse("t").is_err());
+    }
+
+    #[test]
+    fn the_catalog_folder_is_no_tenant() {
+        assert!(matches!(
+            validate(NameKind::Tenant, RESERVED_TENANT),
+            Err(NameError::Reserved { .. })
+        ));
+        assert!(validate(NameKind::Namespace, RESERVED_TENANT).is_ok());
+        assert!(validate(NameKind::Topic, RESERVED_TENANT).is_ok());
     }
 }

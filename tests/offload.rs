@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -154,21 +153,26 @@ fn manual_offload_moves_segments_to_s3_and_reads_follow() {
         4,
         "{keys:?}"
     );
-    let manifest_key = format!("{prefix}/t/ns/orders/manifest.json");
-    assert!(keys.contains(&manifest_key));
-    let manifest = tierfs::offload::RemoteManifest::decode(&probe.get(&manifest_key)).unwrap();
-    let referenced: BTreeSet<&str> = manifest.keys().collect();
-    let listed: BTreeSet<&str> = keys
-        .iter()
-        .map(String::as_str)
-        .filter(|k| *k != manifest_key)
-        .collect();
-    assert_eq!(referenced, listed, "objects and manifest disagree");
-    for segment in &manifest.segments {
-        let index = tierfs::offload::IndexObject::decode(&probe.get(&segment.index_key)).unwrap();
+    assert!(
+        keys.contains(&format!("{prefix}/_tierfs/head.json")),
+        "{keys:?}"
+    );
+    let referenced = probe.referenced_keys(&prefix, "t/ns/orders");
+    assert_eq!(
+        referenced,
+        probe.segment_keys(&prefix),
+        "objects and the bucket's catalog disagree"
+    );
+    let catalog = probe.catalog(&prefix);
+    let orders = tierfs::name::TopicName::parse("t/ns/orders").unwrap();
+    let layout = tierfs::offload::Layout::new(&prefix);
+    assert_eq!(catalog.segments(&orders).count(), 4);
+    for segment in catalog.segments(&orders) {
+        let index_key = layout.index_key(&orders, segment.id, &segment.uuid);
+        let index = tierfs::offload::IndexObject::decode(&probe.get(&index_key)).unwrap();
         assert_eq!(index.entry_ends.len() as u64, segment.entries);
         assert_eq!(index.size, segment.size);
-        let data = probe.get(&segment.data_key);
+        let data = probe.get(&layout.data_key(&orders, segment.id, &segment.uuid));
         assert_eq!(crc32c::crc32c(&data), segment.crc32c);
         assert_eq!(index.block_size, 1 << 20);
     }
@@ -278,12 +282,14 @@ fn filesystem_driver_is_the_default() {
         url.starts_with(&format!("file://{}/offload/t/ns/local/", m.data.display())),
         "{url}"
     );
-    assert!(
+    // Two segments: a data and an index object each; the catalog beside the tenants.
+    assert_eq!(
         fs::read_dir(m.data.join("offload/t/ns/local"))
             .unwrap()
-            .count()
-            >= 5
+            .count(),
+        4
     );
+    assert!(m.data.join("offload/_tierfs/head.json").exists());
     check_reads(&topic, &written);
 }
 
@@ -379,8 +385,10 @@ fn aliyun_oss_driver_sends_virtual_hosted_requests_without_checksum_trailers() {
 #[test]
 fn wrong_credentials_fail_the_offload_with_the_stores_reason() {
     let s3 = S3Env::get();
+    // Automatic offload on from the start: a forbidden store must be retried at the
+    // re-evaluation period, not in a tight loop.
     let config = format!(
-        "{ROLL_EVERY_5}{}s3ManagedLedgerOffloadCredentialId=GK00000000000000000000dead\n\
+        "{ROLL_EVERY_5}managedLedgerOffloadAutoTriggerSizeThresholdBytes=0\n{}s3ManagedLedgerOffloadCredentialId=GK00000000000000000000dead\n\
          s3ManagedLedgerOffloadCredentialSecret=0000000000000000000000000000000000000000000000000000000000000000\n",
         s3.config(&unique_prefix("badcreds"))
     );
@@ -410,9 +418,14 @@ fn wrong_credentials_fail_the_offload_with_the_stores_reason() {
     assert_eq!(xattr(&first, "user.tierfs.state"), "sealed");
     assert_eq!(xattr(&first, "user.tierfs.local"), "yes");
     assert_eq!(cat_all(&topic), written);
-    // With automatic offload on, a forbidden store is retried at the re-evaluation period,
-    // not in a tight loop.
-    m.admin_ok(&["namespaces", "set-offload-threshold", "-s", "0", "t/ns"]);
+    // Namespace policies live in the bucket: a change is refused with the store's reason.
+    let policy = m.admin(&["namespaces", "set-offload-threshold", "-s", "0", "t/ns"]);
+    assert_eq!(policy.status.code(), Some(1));
+    let refusal = String::from_utf8_lossy(&policy.stderr);
+    assert!(
+        refusal.contains("cannot record the namespace policy in the bucket: access denied"),
+        "{refusal}"
+    );
     append_patterns(&topic.join("active"), 100..102, 100);
     std::thread::sleep(Duration::from_secs(4));
     let failures = m.log_text().matches("offload failed").count();
@@ -510,12 +523,13 @@ fn kill_9_during_a_multipart_upload_leaves_no_orphan_and_the_offload_is_retried(
         probe.pending_uploads(&format!("{prefix}/")).is_empty(),
         "an orphaned multipart upload remains"
     );
-    let keys = probe.keys(&format!("{prefix}/"));
+    let keys = probe.segment_keys(&prefix);
     assert_eq!(
         keys.len(),
-        3,
-        "exactly one data object, one index object and the manifest: {keys:?}"
+        2,
+        "exactly one data object and one index object: {keys:?}"
     );
+    assert_eq!(keys, probe.referenced_keys(&prefix, "t/ns/big"));
     wait_all_remote(&topic);
     assert!(
         cat_all(&topic) == written,
@@ -597,7 +611,27 @@ fn scan_offloaded_finds_and_removes_unreferenced_objects_and_stale_uploads() {
         b"stray".to_vec(),
     );
     probe.start_upload(&format!("{prefix}/t/ns/kept/00000000000000000009-y.seg"));
+    // A segment another writer's catalog commit references: never unreferenced.
+    let foreign_key = format!("{prefix}/t/ns/foreign/00000000000000000001-z.seg");
+    probe.put(&foreign_key, b"theirs".to_vec());
+    probe.commit(
+        &prefix,
+        tierfs::catalog::Change::Offloaded {
+            topic: "t/ns/foreign".into(),
+            segment: tierfs::catalog::SegmentEntry {
+                id: 1,
+                uuid: "z".into(),
+                entries: 1,
+                size: 6,
+                crc32c: crc32c::crc32c(b"theirs"),
+                created_ms: 0,
+                sealed_ms: 0,
+                offloaded_ms: 0,
+            },
+        },
+    );
     let found = m.admin_ok(&["scan-offloaded", "t/ns"]);
+    assert!(!found.contains("foreign"), "{found}");
     assert!(
         found.contains(&format!(
             "Unreferenced object: s3://{}/{prefix}/t/ns/gone/00000000000000000001-x.seg (5 bytes)",
@@ -622,5 +656,10 @@ fn scan_offloaded_finds_and_removes_unreferenced_objects_and_stale_uploads() {
         "Found 0 unreferenced object(s) and 0 stale multipart upload(s) in t/ns\n"
     );
     assert!(probe.pending_uploads(&format!("{prefix}/")).is_empty());
+    assert_eq!(
+        probe.get(&foreign_key),
+        b"theirs",
+        "an object the catalog references was deleted"
+    );
     check_reads(&topic, &written);
 }

@@ -3,9 +3,10 @@
 //! they encode they decode.
 
 use proptest::prelude::*;
+use tierfs::catalog::format::{Checkpoint, Head, JournalRecord, decode};
 use tierfs::config::{Config, Properties};
 use tierfs::name::{NameKind, NamespaceName, TopicName, validate};
-use tierfs::offload::{IndexObject, RemoteManifest};
+use tierfs::offload::IndexObject;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
@@ -45,8 +46,20 @@ proptest! {
     }
 
     #[test]
-    fn manifest_objects_decode_without_panicking(text in ".{0,300}") {
-        let _ = RemoteManifest::decode(text.as_bytes());
+    fn catalog_objects_decode_without_panicking(text in "(?s).{0,300}") {
+        let _ = decode::<Head>("head", text.as_bytes());
+        let _ = decode::<JournalRecord>("journal", text.as_bytes());
+        let _ = decode::<Checkpoint>("checkpoint", text.as_bytes());
+    }
+
+    #[test]
+    fn catalog_records_with_any_values_decode_or_are_refused(
+        format in 0u32..4, seq in any::<u64>(), op in prop::sample::select(vec![
+            "offloaded", "segment_deleted", "policy", "unknown"]), topic in "[a-z/]{0,12}") {
+        let text = format!(
+            r#"{{"format":{format},"seq":{seq},"time_ms":0,"changes":[{{"op":"{op}","topic":"{topic}","id":1,"namespace":"{topic}","policy":null}}]}}"#
+        );
+        let _ = decode::<JournalRecord>("journal", text.as_bytes());
     }
 
     #[test]

@@ -54,20 +54,6 @@ fn config(s3: &str, mib: u64) -> String {
     )
 }
 
-fn metric(m: &TestMount, name: &str) -> f64 {
-    let url = fs::read_to_string(m.data.join("admin.addr")).unwrap();
-    let out = std::process::Command::new("curl")
-        .args(["-s", &format!("{}/metrics", url.trim())])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
-}
-
 #[test]
 fn sequential_random_and_concurrent_reads_are_exact_and_bounded() {
     let s3 = S3Env::get();

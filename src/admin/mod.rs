@@ -4,4 +4,5 @@ pub mod cli;
 pub mod client;
 pub mod endpoint;
 pub mod model;
+pub mod read_only;
 pub mod server;

@@ -89,6 +89,7 @@ impl ApiError {
             ApiError::Offload(OffloadError::AlreadyRunning | OffloadError::Recovering) => {
                 StatusCode::CONFLICT
             }
+            ApiError::Offload(OffloadError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Offload(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Log(e) => match e {
                 LogError::NotFound(_) | LogError::Removed(_) => StatusCode::NOT_FOUND,
@@ -115,6 +116,9 @@ impl IntoResponse for ApiError {
 }
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// How long a request that needs the bucket's catalog waits for the mount to have read it.
+const RECOVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The routes, over a shared log and offloader.
 pub fn router(state: AdminState) -> Router {
@@ -171,7 +175,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.token.clone(),
             authorize,
         ))
         .with_state(state)
@@ -188,12 +192,12 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 }
 
 /// Refuses requests without the admin token, when one is configured.
-async fn authorize(
-    State(state): State<AdminState>,
+pub(super) async fn authorize(
+    State(token): State<Option<Secret>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(token) = &state.token else {
+    let Some(token) = &token else {
         return next.run(request).await;
     };
     let given = request
@@ -228,13 +232,13 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves `routes` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    state: AdminState,
+    routes: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -293,6 +297,12 @@ async fn delete_namespace(
     let ns = NamespaceName::new(&tenant, &namespace)?;
     let (log, name) = (Arc::clone(&state.log), ns.clone());
     blocking(move || log.remove_namespace(&name)).await?;
+    if state.offloader.policies().get(&ns) != NamespacePolicy::default() {
+        state
+            .offloader
+            .record_policy(&ns, &NamespacePolicy::default())
+            .await?;
+    }
     state.offloader.policies().forget(&ns)?;
     state.forget(Node::Tenant(ns.tenant.clone()), &ns.namespace);
     Ok(StatusCode::NO_CONTENT)
@@ -372,12 +382,17 @@ async fn runtime_configuration(State(state): State<AdminState>) -> Json<BTreeMap
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    prometheus_text(&state.metrics)
+}
+
+/// The `/metrics` answer.
+pub(super) fn prometheus_text(metrics: &Metrics) -> impl IntoResponse + use<> {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        metrics.render(),
     )
 }
 
@@ -410,6 +425,11 @@ async fn trigger_offload(
     let name = existing_topic(&state.log, &tenant, &namespace, &topic)?;
     let ledger = u64::try_from(before.ledger_id)
         .map_err(|_| ApiError::Invalid(format!("Invalid position for offload: {before}")))?;
+    // A store that refuses is reported through offload-status, as Pulsar does.
+    match state.offloader.wait_recovered(RECOVERY_WAIT).await {
+        Ok(()) | Err(OffloadError::Unavailable(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     state.offloader.offload_before(&name, ledger)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -490,8 +510,21 @@ async fn change_policy(
 ) -> Result<StatusCode, ApiError> {
     let ns = existing_namespace(&state.log, tenant, namespace)?;
     let offloader = Arc::clone(&state.offloader);
-    let name = ns.clone();
-    let policy = tokio::task::spawn_blocking(move || offloader.policies().update(&name, change))
+    // The bucket is where policies live: without it, the change is refused with why.
+    offloader
+        .wait_recovered(RECOVERY_WAIT)
+        .await
+        .map_err(|e| match e {
+            OffloadError::Unavailable(reason) => OffloadError::Unavailable(format!(
+                "cannot record the namespace policy in the bucket: {reason}"
+            )),
+            other => other,
+        })?;
+    let policy = offloader.policies().preview(&ns, change);
+    // The bucket first: it is the source of truth a restart adopts.
+    offloader.record_policy(&ns, &policy).await?;
+    let (name, saved) = (ns.clone(), policy.clone());
+    tokio::task::spawn_blocking(move || offloader.policies().set(&name, &saved))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     info!(namespace = %ns, ?policy, "offload policy changed");

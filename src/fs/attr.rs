@@ -88,6 +88,16 @@ impl Owner {
             .and_then(|m| m.modified().ok())
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let crtime = meta.and_then(|m| m.created().ok()).unwrap_or(mtime);
+        self.directory_times(ino, mtime, crtime)
+    }
+
+    /// A directory with no local counterpart (a read-only mount's), dated `at`.
+    pub fn directory_at(&self, ino: u64, at: Option<SystemTime>) -> Attr {
+        let at = at.unwrap_or(SystemTime::UNIX_EPOCH);
+        self.directory_times(ino, at, at)
+    }
+
+    fn directory_times(&self, ino: u64, mtime: SystemTime, crtime: SystemTime) -> Attr {
         Attr {
             ino,
             kind: Kind::Directory,

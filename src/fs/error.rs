@@ -33,6 +33,11 @@ pub enum FsError {
         path: String,
         source: crate::cache::CacheError,
     },
+    /// A change asked of a read-only mount (EROFS).
+    #[error(
+        "{path}: {op} refused: this mount shows the bucket read-only (tierfs mount --read-only); change it through the writer's mount"
+    )]
+    ReadOnly { path: String, op: &'static str },
     #[error("file handle {0} is not open")]
     BadHandle(u64),
     #[error("{path} has no extended attribute {name}")]

@@ -14,6 +14,7 @@ mod attr;
 mod error;
 mod handle;
 mod inode;
+mod tree;
 mod xattr;
 
 use std::ffi::OsStr;
@@ -25,15 +26,15 @@ pub use attr::{Attr, Kind};
 pub use error::FsError;
 pub use handle::DirEntry;
 pub use inode::{Node, ROOT_INO};
+pub use tree::{BucketTree, Tree};
 
 use attr::Owner;
 use handle::{Handle, HandleTable};
 use inode::InodeTable;
 
-use crate::config::ReadPriority;
 use crate::log::{AppendAt, LocalLog, SealedSegment, Topic, TopicSnapshot, parse_data_file_name};
 use crate::name::{NamespaceName, TopicName};
-use crate::offload::Offloader;
+use crate::store::ObjectStore;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -78,7 +79,10 @@ pub struct StatFs {
 /// The object tier as the filesystem sees it: where offloaded bytes are read from.
 #[derive(Debug, Clone)]
 pub struct RemoteTier {
-    pub offloader: Arc<Offloader>,
+    pub store: Arc<dyn ObjectStore>,
+    /// Read the object even while a local copy exists (`managedLedgerDataReadPriority` =
+    /// `tiered-storage-first`).
+    pub prefer_remote: bool,
     pub cache: Arc<Cache>,
     /// The runtime reads of offloaded segments run on.
     pub runtime: tokio::runtime::Handle,
@@ -108,7 +112,7 @@ impl Read {
 pub type Invalidator = Box<dyn Fn(u64, &str) + Send + Sync>;
 
 pub struct TierFs {
-    log: Arc<LocalLog>,
+    tree: Tree,
     remote: Option<RemoteTier>,
     invalidator: std::sync::OnceLock<Invalidator>,
     inodes: InodeTable,
@@ -119,7 +123,7 @@ pub struct TierFs {
 impl std::fmt::Debug for TierFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TierFs")
-            .field("log", &self.log)
+            .field("tree", &self.tree)
             .finish_non_exhaustive()
     }
 }
@@ -131,8 +135,17 @@ impl TierFs {
 
     /// A filesystem that also reads offloaded segments from the object tier.
     pub fn with_remote(log: Arc<LocalLog>, remote: Option<RemoteTier>) -> Self {
+        Self::over(Tree::Log(log), remote)
+    }
+
+    /// A read-only filesystem of everything the bucket's catalog records.
+    pub fn read_only(bucket: BucketTree, remote: RemoteTier) -> Self {
+        Self::over(Tree::Bucket(bucket), Some(remote))
+    }
+
+    fn over(tree: Tree, remote: Option<RemoteTier>) -> Self {
         Self {
-            log,
+            tree,
             remote,
             invalidator: std::sync::OnceLock::new(),
             inodes: InodeTable::default(),
@@ -162,10 +175,30 @@ impl TierFs {
             .ok_or_else(|| FsError::NotFound(format!("inode {ino}")))
     }
 
+    /// A topic of the writer's local log (a read-only mount has none: no `active`, no appends).
     fn topic(&self, name: &TopicName) -> Result<Arc<Topic>, FsError> {
-        self.log
-            .topic(name)
-            .map_err(|_| FsError::NotFound(format!("/{name}")))
+        self.tree
+            .log()
+            .and_then(|log| log.topic(name).ok())
+            .ok_or_else(|| FsError::NotFound(format!("/{name}")))
+    }
+
+    /// The writer's local log, or the refusal a read-only mount gives to a change.
+    fn writable(&self, path: impl ToString, op: &'static str) -> Result<&Arc<LocalLog>, FsError> {
+        self.tree.log().ok_or_else(|| FsError::ReadOnly {
+            path: path.to_string(),
+            op,
+        })
+    }
+
+    /// Whether this mount shows the bucket, read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.tree.log().is_none()
+    }
+
+    /// The tree this mount shows.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
     }
 
     /// The child `name` of directory `parent`, if it exists.
@@ -178,7 +211,7 @@ impl TierFs {
         };
         let node = match parent {
             Node::Root => self
-                .log
+                .tree
                 .has_tenant(name)
                 .then(|| Node::Tenant(name.to_string())),
             Node::Tenant(t) => {
@@ -186,7 +219,7 @@ impl TierFs {
                     tenant: t.clone(),
                     namespace: name.to_string(),
                 };
-                self.log.has_namespace(&ns).then_some(Node::Namespace(ns))
+                self.tree.has_namespace(&ns).then_some(Node::Namespace(ns))
             }
             Node::Namespace(ns) => {
                 let topic = TopicName {
@@ -194,7 +227,7 @@ impl TierFs {
                     namespace: ns.namespace.clone(),
                     topic: name.to_string(),
                 };
-                self.log.topic(&topic).is_ok().then_some(Node::Topic(topic))
+                self.tree.has_topic(&topic).then_some(Node::Topic(topic))
             }
             Node::Topic(t) => {
                 if name == ACTIVE_NAME {
@@ -202,10 +235,7 @@ impl TierFs {
                     Some(Node::Active(t.clone()))
                 } else {
                     parse_data_file_name(name)
-                        .filter(|id| {
-                            self.topic(t)
-                                .is_ok_and(|topic| topic.sealed_segment(*id).is_some())
-                        })
+                        .filter(|id| self.tree.sealed_segment(t, *id).is_some())
                         .map(|id| Node::Segment(t.clone(), id))
                 }
             }
@@ -216,40 +246,46 @@ impl TierFs {
         node.ok_or_else(missing)
     }
 
+    /// A directory's attributes: a local directory's times, or the mount's for the bucket.
+    fn directory_attr(
+        &self,
+        ino: u64,
+        local: impl FnOnce(&LocalLog) -> std::path::PathBuf,
+    ) -> Attr {
+        match (&self.tree, self.tree.mounted()) {
+            (Tree::Log(log), _) => self
+                .owner
+                .directory(ino, std::fs::metadata(local(log)).ok().as_ref()),
+            (Tree::Bucket(_), mounted) => self.owner.directory_at(ino, mounted),
+        }
+    }
+
     fn attr_of(&self, node: &Node) -> Result<Attr, FsError> {
         let ino = self.inodes.ino(node);
+        let missing = || FsError::NotFound(node.to_string());
         match node {
-            Node::Root => Ok(self
-                .owner
-                .directory(ino, std::fs::metadata(self.log.root_dir()).ok().as_ref())),
+            Node::Root => Ok(self.directory_attr(ino, |log| log.root_dir().to_path_buf())),
             Node::Tenant(t) => {
-                if !self.log.has_tenant(t) {
-                    return Err(FsError::NotFound(node.to_string()));
+                if !self.tree.has_tenant(t) {
+                    return Err(missing());
                 }
-                Ok(self
-                    .owner
-                    .directory(ino, std::fs::metadata(self.log.tenant_dir(t)).ok().as_ref()))
+                Ok(self.directory_attr(ino, |log| log.tenant_dir(t)))
             }
             Node::Namespace(ns) => {
-                if !self.log.has_namespace(ns) {
-                    return Err(FsError::NotFound(node.to_string()));
+                if !self.tree.has_namespace(ns) {
+                    return Err(missing());
                 }
-                Ok(self.owner.directory(
-                    ino,
-                    std::fs::metadata(self.log.namespace_dir(ns)).ok().as_ref(),
-                ))
+                Ok(self.directory_attr(ino, |log| log.namespace_dir(ns)))
             }
             Node::Topic(t) => {
-                let topic = self.topic(t)?;
-                Ok(self
-                    .owner
-                    .directory(ino, std::fs::metadata(topic.dir()).ok().as_ref()))
+                if !self.tree.has_topic(t) {
+                    return Err(missing());
+                }
+                let dir = self.topic(t).map(|topic| topic.dir().to_path_buf());
+                Ok(self.directory_attr(ino, |_| dir.unwrap_or_default()))
             }
             Node::Segment(t, id) => {
-                let segment = self
-                    .topic(t)?
-                    .sealed_segment(*id)
-                    .ok_or_else(|| FsError::NotFound(node.to_string()))?;
+                let segment = self.tree.sealed_segment(t, *id).ok_or_else(missing)?;
                 Ok(self.owner.sealed(ino, &segment))
             }
             Node::Active(t) => Ok(self.owner.active(ino, &self.topic(t)?.active_info())),
@@ -286,15 +322,15 @@ impl TierFs {
         let mut entries = Vec::new();
         match &node {
             Node::Root => {
-                for t in self.log.tenants() {
+                for t in self.tree.tenants() {
                     entries.push(dir_entry(t.clone(), Node::Tenant(t))?);
                 }
             }
             Node::Tenant(t) => {
                 let namespaces = self
-                    .log
+                    .tree
                     .namespaces(t)
-                    .map_err(|_| FsError::NotFound(node.to_string()))?;
+                    .ok_or_else(|| FsError::NotFound(node.to_string()))?;
                 for ns in namespaces {
                     let child = Node::Namespace(NamespaceName {
                         tenant: t.clone(),
@@ -305,9 +341,9 @@ impl TierFs {
             }
             Node::Namespace(ns) => {
                 let topics = self
-                    .log
+                    .tree
                     .topics(ns)
-                    .map_err(|_| FsError::NotFound(node.to_string()))?;
+                    .ok_or_else(|| FsError::NotFound(node.to_string()))?;
                 for topic in topics {
                     let name = TopicName {
                         tenant: ns.tenant.clone(),
@@ -318,6 +354,19 @@ impl TierFs {
                     if let Ok(entry) = dir_entry(topic, Node::Topic(name)) {
                         entries.push(entry);
                     }
+                }
+            }
+            Node::Topic(t) if self.is_read_only() => {
+                let segments = self
+                    .tree
+                    .bucket_segments(t)
+                    .ok_or_else(|| FsError::NotFound(node.to_string()))?;
+                for segment in &segments {
+                    let ino = self.inodes.ino(&Node::Segment(t.clone(), segment.id));
+                    entries.push(DirEntry {
+                        name: crate::log::data_file_name(segment.id),
+                        attr: self.owner.sealed(ino, segment),
+                    });
                 }
             }
             Node::Topic(t) => {
@@ -378,22 +427,21 @@ impl TierFs {
         let parent = self.node(parent)?;
         let name = utf8(&parent, name)?;
         let path = format!("{}/{name}", parent.to_string().trim_end_matches('/'));
+        let log = self.writable(&path, "mkdir")?;
         let node = match &parent {
             Node::Root => {
-                self.log.create_tenant(name).map_err(FsError::log(&path))?;
+                log.create_tenant(name).map_err(FsError::log(&path))?;
                 Node::Tenant(name.to_string())
             }
             Node::Tenant(t) => {
                 let ns = NamespaceName::new(t, name).map_err(|e| FsError::log(&path)(e.into()))?;
-                self.log
-                    .create_namespace(&ns)
-                    .map_err(FsError::log(&path))?;
+                log.create_namespace(&ns).map_err(FsError::log(&path))?;
                 Node::Namespace(ns)
             }
             Node::Namespace(ns) => {
                 let topic = TopicName::new(&ns.tenant, &ns.namespace, name)
                     .map_err(|e| FsError::log(&path)(e.into()))?;
-                self.log.create_topic(&topic).map_err(FsError::log(&path))?;
+                log.create_topic(&topic).map_err(FsError::log(&path))?;
                 Node::Topic(topic)
             }
             Node::Topic(_) => {
@@ -414,10 +462,11 @@ impl TierFs {
         let name = utf8(&parent, name)?;
         let child = self.child(&parent, name)?;
         let path = child.to_string();
+        let log = self.writable(&path, "rmdir")?;
         match &child {
-            Node::Tenant(t) => self.log.remove_tenant(t),
-            Node::Namespace(ns) => self.log.remove_namespace(ns),
-            Node::Topic(t) => self.log.remove_topic(t),
+            Node::Tenant(t) => log.remove_tenant(t),
+            Node::Namespace(ns) => log.remove_namespace(ns),
+            Node::Topic(t) => log.remove_topic(t),
             Node::Root => unreachable!("the root is nobody's child"),
             Node::Segment(..) | Node::Active(_) => return Err(FsError::NotDirectory(path)),
         }
@@ -429,6 +478,7 @@ impl TierFs {
         let parent = self.node(parent)?;
         let name = utf8(&parent, name)?;
         let child = self.child(&parent, name)?;
+        self.writable(&child, "unlink")?;
         Err(FsError::NotPermitted {
             path: child.to_string(),
             reason: "segments and active cannot be deleted; a topic's log is append-only",
@@ -440,6 +490,7 @@ impl TierFs {
         let parent = self.node(parent)?;
         let name = utf8(&parent, name)?;
         let child = self.child(&parent, name)?;
+        self.writable(&child, "rename")?;
         Err(FsError::NotPermitted {
             path: child.to_string(),
             reason: "nothing in a tierfs mount can be renamed",
@@ -449,12 +500,16 @@ impl TierFs {
     /// `create`, `mknod`, `symlink`, `link`: files appear only as segments of the log.
     pub fn refuse_new_file(&self, parent: u64, name: &OsStr) -> FsError {
         let parent = self.node(parent).map(|n| n.to_string()).unwrap_or_default();
+        let path = format!(
+            "{}/{}",
+            parent.trim_end_matches('/'),
+            name.to_string_lossy()
+        );
+        if let Err(read_only) = self.writable(&path, "create") {
+            return read_only;
+        }
         FsError::NotPermitted {
-            path: format!(
-                "{}/{}",
-                parent.trim_end_matches('/'),
-                name.to_string_lossy()
-            ),
+            path,
             reason: "files cannot be created here; create tenants, namespaces and topics with mkdir and append to a topic's active file",
         }
     }
@@ -462,6 +517,9 @@ impl TierFs {
     /// `fallocate`: a segment's space is whatever its entries take.
     pub fn refuse_fallocate(&self, ino: u64) -> FsError {
         let path = self.node(ino).map(|n| n.to_string()).unwrap_or_default();
+        if let Err(read_only) = self.writable(&path, "fallocate") {
+            return read_only;
+        }
         FsError::NotPermitted {
             path,
             reason: "space is allocated by appending entries, not by fallocate",
@@ -471,6 +529,9 @@ impl TierFs {
     pub fn setattr(&self, ino: u64, change: SetAttr) -> Result<Attr, FsError> {
         let node = self.node(ino)?;
         let path = node.to_string();
+        if change != SetAttr::default() && self.is_read_only() {
+            self.writable(&path, "setattr")?;
+        }
         if change.mode.is_some() || change.uid.is_some() || change.gid.is_some() {
             return Err(FsError::NotPermitted {
                 path,
@@ -504,14 +565,15 @@ impl TierFs {
         match &node {
             Node::Segment(t, id) => {
                 if writable {
+                    self.writable(&node, "open for writing")?;
                     return Err(FsError::NotPermitted {
                         path: node.to_string(),
                         reason: "sealed segments are immutable; append to active instead",
                     });
                 }
-                let topic = self.topic(t)?;
-                let segment = topic
-                    .sealed_segment(*id)
+                let segment = self
+                    .tree
+                    .sealed_segment(t, *id)
                     .ok_or_else(|| FsError::NotFound(node.to_string()))?;
                 let size = segment.size;
                 let remote = |segment: &SealedSegment| {
@@ -522,15 +584,18 @@ impl TierFs {
                 };
                 let handle = match remote(&segment) {
                     Some(handle) => handle,
-                    None => match topic.open_sealed(*id) {
-                        Ok(file) => Handle::Sealed { file, size },
-                        // The local copy went (deletion lag) between the look and the open:
-                        // read the offloaded copy instead.
-                        Err(e) => topic
-                            .sealed_segment(*id)
-                            .and_then(|fresh| remote(&fresh))
-                            .ok_or_else(|| FsError::log(&node)(e))?,
-                    },
+                    None => {
+                        let topic = self.topic(t)?;
+                        match topic.open_sealed(*id) {
+                            Ok(file) => Handle::Sealed { file, size },
+                            // The local copy went (deletion lag) between the look and the
+                            // open: read the offloaded copy instead.
+                            Err(e) => topic
+                                .sealed_segment(*id)
+                                .and_then(|fresh| remote(&fresh))
+                                .ok_or_else(|| FsError::log(&node)(e))?,
+                        }
+                    }
                 };
                 let fh = self.handles.insert(handle);
                 Ok(Opened {
@@ -563,9 +628,7 @@ impl TierFs {
     fn remote_object(&self, segment: &SealedSegment) -> Option<RemoteObject> {
         let remote = self.remote.as_ref()?;
         let record = segment.offload.as_ref().filter(|r| r.is_complete())?;
-        let prefer_remote =
-            remote.offloader.config().read_priority == ReadPriority::TieredStorageFirst;
-        (!segment.local || prefer_remote).then(|| RemoteObject {
+        (!segment.local || remote.prefer_remote).then(|| RemoteObject {
             data_key: Arc::from(record.data_key.as_str()),
             index_key: record.index_key.clone(),
             size: segment.size,
@@ -585,7 +648,7 @@ impl TierFs {
             let Some(remote) = self.remote.clone() else {
                 return Read::Ready(Err(FsError::BadHandle(fh)));
             };
-            let url = remote.offloader.store().url(&object.data_key);
+            let url = remote.store.url(&object.data_key);
             return Read::Later(Box::pin(async move {
                 let Handle::Remote { object, readahead } = handle.as_ref() else {
                     unreachable!("matched above");
@@ -689,13 +752,11 @@ impl TierFs {
         match node {
             Node::Segment(t, id) => {
                 let segment = self
-                    .topic(t)?
-                    .sealed_segment(*id)
+                    .tree
+                    .sealed_segment(t, *id)
                     .ok_or_else(|| FsError::NotFound(node.to_string()))?;
                 let url = match (&self.remote, &segment.offload) {
-                    (Some(remote), Some(record)) => {
-                        Some(remote.offloader.store().url(&record.data_key))
-                    }
+                    (Some(remote), Some(record)) => Some(remote.store.url(&record.data_key)),
                     _ => None,
                 };
                 Ok(xattr::of_sealed(&segment, url))
@@ -725,6 +786,9 @@ impl TierFs {
 
     pub fn refuse_xattr_change(&self, ino: u64) -> FsError {
         let path = self.node(ino).map(|n| n.to_string()).unwrap_or_default();
+        if let Err(read_only) = self.writable(&path, "change an extended attribute") {
+            return read_only;
+        }
         FsError::NotPermitted {
             path,
             reason: "tierfs extended attributes are read-only",
@@ -732,14 +796,15 @@ impl TierFs {
     }
 
     pub fn statfs(&self) -> Result<StatFs, FsError> {
-        let path = std::ffi::CString::new(self.log.root_dir().as_os_str().as_encoded_bytes())
+        let dir = self.tree.space_dir();
+        let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
             .map_err(|_| FsError::NotFound("data directory".into()))?;
         // SAFETY: statvfs writes into the zeroed struct we own; the path is NUL-terminated.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
         if rc != 0 {
             return Err(FsError::Io {
-                path: self.log.root_dir().display().to_string(),
+                path: dir.display().to_string(),
                 source: std::io::Error::last_os_error(),
             });
         }

@@ -16,6 +16,7 @@ pub fn classify(err: &FsError) -> (i32, Level) {
         FsError::NoAttribute { .. } => (libc::ENODATA, Level::DEBUG),
         FsError::NotPermitted { .. } => (libc::EPERM, Level::INFO),
         FsError::Invalid { .. } => (libc::EINVAL, Level::INFO),
+        FsError::ReadOnly { .. } => (libc::EROFS, Level::INFO),
         FsError::IsDirectory(_) => (libc::EISDIR, Level::INFO),
         FsError::NotDirectory(_) => (libc::ENOTDIR, Level::INFO),
         FsError::BadHandle(_) => (libc::EBADF, Level::INFO),
@@ -90,5 +91,10 @@ mod tests {
             .into(),
         };
         assert_eq!(classify(&name).0, libc::EINVAL);
+        let read_only = FsError::ReadOnly {
+            path: "/t".into(),
+            op: "mkdir",
+        };
+        assert_eq!(classify(&read_only), (libc::EROFS, Level::INFO));
     }
 }

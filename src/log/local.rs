@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use tracing::{error, warn};
 
+use super::manifest::SealedSegment;
 use super::rollover::RolloverPolicy;
 use super::segment::RecoveryReport;
 use super::topic::{CREATING_PREFIX, SealListener, Topic};
@@ -188,6 +189,15 @@ impl LocalLog {
     }
 
     pub fn create_topic(&self, name: &TopicName) -> Result<Arc<Topic>, LogError> {
+        self.add_topic(name, Vec::new())
+    }
+
+    /// Creates a topic whose log holds `sealed` already, in an existing namespace.
+    fn add_topic(
+        &self,
+        name: &TopicName,
+        sealed: Vec<SealedSegment>,
+    ) -> Result<Arc<Topic>, LogError> {
         let ns = name.namespace_name();
         let ns_dir = self.namespace_dir(&ns);
         let mut tree = self.write();
@@ -196,11 +206,36 @@ impl LocalLog {
             return Err(LogError::AlreadyExists(format!("topic {name}")));
         }
         let topic = Arc::new(
-            Topic::create(&ns_dir, name.clone(), self.policy, SystemTime::now())?
-                .with_seal_listener(self.on_seal.clone()),
+            Topic::create_with(
+                &ns_dir,
+                name.clone(),
+                self.policy,
+                sealed,
+                SystemTime::now(),
+            )?
+            .with_seal_listener(self.on_seal.clone()),
         );
         topics.insert(name.topic.clone(), Arc::clone(&topic));
         Ok(topic)
+    }
+
+    /// Creates a topic (and its tenant and namespace, if new) whose log already holds
+    /// `sealed`, segments that live only in the object store (`tierfs recover`).
+    pub fn restore_topic(
+        &self,
+        name: &TopicName,
+        sealed: Vec<SealedSegment>,
+    ) -> Result<Arc<Topic>, LogError> {
+        for created in [
+            self.create_tenant(&name.tenant),
+            self.create_namespace(&name.namespace_name()),
+        ] {
+            match created {
+                Ok(()) | Err(LogError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.add_topic(name, sealed)
     }
 
     pub fn remove_tenant(&self, tenant: &str) -> Result<(), LogError> {

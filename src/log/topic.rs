@@ -108,13 +108,31 @@ impl Topic {
         policy: RolloverPolicy,
         now: SystemTime,
     ) -> Result<Self, LogError> {
+        Self::create_with(namespace_dir, name, policy, Vec::new(), now)
+    }
+
+    /// Creates a topic directory, as [`Topic::create`], whose log already holds `sealed`
+    /// (segments with no local copy, rebuilt from the bucket by `tierfs recover`): the active
+    /// segment is the one after the newest.
+    pub fn create_with(
+        namespace_dir: &Path,
+        name: TopicName,
+        policy: RolloverPolicy,
+        sealed: Vec<SealedSegment>,
+        now: SystemTime,
+    ) -> Result<Self, LogError> {
         let dir = namespace_dir.join(&name.topic);
         let staging = namespace_dir.join(format!("{CREATING_PREFIX}{}", name.topic));
         if staging.exists() {
             std::fs::remove_dir_all(&staging).map_err(io_error(&staging, "remove"))?;
         }
         std::fs::create_dir(&staging).map_err(io_error(&staging, "create"))?;
-        let manifest = Manifest::new(name.to_string(), now);
+        let mut manifest = Manifest::new(name.to_string(), now);
+        if let Some(newest) = sealed.iter().map(|s| s.id).max() {
+            manifest.active.id = newest + 1;
+            manifest.created_ms = sealed.iter().map(|s| s.created_ms).min().unwrap_or(0);
+        }
+        manifest.sealed = sealed;
         let active = ActiveSegment::create(&staging, manifest.active.id, now)?;
         drop(active);
         manifest.save(&staging)?;

@@ -3,7 +3,7 @@
 //! ```text
 //! <prefix>/<tenant>/<namespace>/<topic>/<segment-id:020>-<uuid>.seg   the segment's bytes
 //! <prefix>/<tenant>/<namespace>/<topic>/<segment-id:020>-<uuid>.idx   its index object
-//! <prefix>/<tenant>/<namespace>/<topic>/manifest.json                 every offloaded segment
+//! <prefix>/_tierfs/…                                                 the catalog (`crate::catalog`)
 //! ```
 //!
 //! A fresh uuid per attempt means a retried offload never collides with debris of a failed one.
@@ -49,10 +49,6 @@ impl Layout {
     pub fn index_key(&self, topic: &TopicName, segment: u64, uuid: &str) -> String {
         format!("{}{segment:020}-{uuid}.idx", self.topic_prefix(topic))
     }
-
-    pub fn manifest_key(&self, topic: &TopicName) -> String {
-        format!("{}manifest.json", self.topic_prefix(topic))
-    }
 }
 
 #[cfg(test)]
@@ -71,7 +67,6 @@ mod tests {
             layout.index_key(&t, 3, "u"),
             "tierfs/t/ns/x/00000000000000000003-u.idx"
         );
-        assert_eq!(layout.manifest_key(&t), "tierfs/t/ns/x/manifest.json");
         assert_eq!(Layout::new("").topic_prefix(&t), "t/ns/x/");
     }
 }

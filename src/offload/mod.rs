@@ -1,24 +1,17 @@
-//! The offloader: copies sealed segments to the object store and drops local copies after the
-//! deletion lag, as Pulsar's tiered storage does.
-//!
-//! An offload of segment N is two-phase and crash-safe:
-//!
-//! 1. intent: a fresh uuid and the object keys are recorded in the topic's local manifest;
-//! 2. the data object is uploaded as a multipart upload (its upload id is recorded too);
-//! 3. the index object (entry offsets, a CRC32C per read block) is written;
-//! 4. completion is recorded in the local manifest, and the topic's manifest object rewritten.
-//!
-//! A failed attempt aborts its multipart upload and deletes what it wrote, then clears its
-//! intent. At start, intents left by a crash are cleaned the same way (including uploads found
-//! with ListMultipartUploads) and the segments offloaded again. Only a complete offload ever
-//! lets the local copy go.
+//! The offloader: copies sealed segments to the object store, records them in the bucket's
+//! catalog (`crate::catalog`) and drops local copies after the deletion lag, as Pulsar's tiered
+//! storage does. `attempt.rs` says how one segment's offload is made crash-safe.
 
+mod attempt;
 mod index_object;
 mod layout;
 mod policy;
-mod remote_manifest;
+mod recovery;
+mod scan;
 mod service;
 mod status;
+#[cfg(test)]
+mod tests;
 mod upload;
 
 pub use index_object::IndexObject;
@@ -40,12 +33,13 @@ pub fn index_object_for_tests(data: &[u8], block: usize) -> IndexObject {
 }
 pub use layout::Layout;
 pub use policy::{NamespacePolicy, Policies, PolicyError};
-pub use remote_manifest::RemoteManifest;
-pub use service::{Offloader, ScanReport};
+pub use scan::ScanReport;
+pub use service::{LeaseSettings, Offloader};
 pub use status::{MessageId, OffloadStatus, State};
 
 use std::path::PathBuf;
 
+use crate::catalog::CatalogError;
 use crate::log::LogError;
 use crate::store::StoreError;
 
@@ -57,6 +51,13 @@ pub enum OffloadError {
     Log(#[from] LogError),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Lease(#[from] crate::catalog::LeaseError),
+    /// Offloads stopped for good: another writer holds or took the prefix.
+    #[error("{0}")]
+    Halted(String),
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -65,8 +66,13 @@ pub enum OffloadError {
     /// Pulsar's answer to a second offload while one runs.
     #[error("Offload already in progress")]
     AlreadyRunning,
-    #[error("offloads wait until the ones a crash interrupted are cleaned up; retry shortly")]
+    #[error(
+        "offloads wait until the bucket's catalog is read and the writer lease taken; retry shortly"
+    )]
     Recovering,
+    /// The bucket cannot be used (its catalog cannot be read, or the lease taken): why.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("offload task failed: {0}")]
     Task(String),
 }

@@ -2,7 +2,8 @@
 //! and `set-offload-deletion-lag` set them) over the broker-level defaults, and the rule that
 //! picks which sealed segments to offload.
 //!
-//! Namespace policies are kept in `<data-dir>/namespace-policies.json`, replaced atomically.
+//! Namespace policies are kept in the bucket's catalog (the source of truth, adopted at start)
+//! and in `<data-dir>/namespace-policies.json`, replaced atomically, for the mount's own use.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -100,29 +101,65 @@ impl Policies {
         }
     }
 
+    /// What `change` would make of one namespace's policy; nothing is saved.
+    pub fn preview(
+        &self,
+        ns: &NamespaceName,
+        change: impl FnOnce(&mut NamespacePolicy),
+    ) -> NamespacePolicy {
+        let mut policy = self.get(ns);
+        change(&mut policy);
+        policy
+    }
+
     /// Changes one namespace's policy and saves all of them.
     pub fn update(
         &self,
         ns: &NamespaceName,
         change: impl FnOnce(&mut NamespacePolicy),
     ) -> Result<NamespacePolicy, PolicyError> {
+        let policy = self.preview(ns, change);
+        self.set(ns, &policy)?;
+        Ok(policy)
+    }
+
+    /// Sets one namespace's policy (the default one removes it) and saves all of them.
+    pub fn set(&self, ns: &NamespaceName, policy: &NamespacePolicy) -> Result<(), PolicyError> {
         let mut namespaces = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = namespaces.clone();
-        let entry = next.entry(ns.to_string()).or_default();
-        change(entry);
-        let updated = entry.clone();
-        if updated == NamespacePolicy::default() {
+        if *policy == NamespacePolicy::default() {
             next.remove(&ns.to_string());
+        } else {
+            next.insert(ns.to_string(), policy.clone());
         }
-        self.save(&next)?;
-        *namespaces = next;
-        Ok(updated)
+        if next != *namespaces {
+            self.save(&next)?;
+            *namespaces = next;
+        }
+        Ok(())
+    }
+
+    /// Every namespace's own policy, by `tenant/namespace`.
+    pub fn all(&self) -> BTreeMap<String, NamespacePolicy> {
+        self.namespaces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces every namespace's policy with `all` (the bucket's, at start) and saves them.
+    pub fn replace_all(&self, all: BTreeMap<String, NamespacePolicy>) -> Result<(), PolicyError> {
+        let mut namespaces = self.namespaces.lock().unwrap_or_else(|p| p.into_inner());
+        if all != *namespaces {
+            self.save(&all)?;
+            *namespaces = all;
+        }
+        Ok(())
     }
 
     /// Forgets a namespace's policy (when the namespace is deleted).
     pub fn forget(&self, ns: &NamespaceName) -> Result<(), PolicyError> {
-        self.update(ns, |p| *p = NamespacePolicy::default())
-            .map(drop)
+        self.set(ns, &NamespacePolicy::default())
     }
 
     fn save(&self, namespaces: &BTreeMap<String, NamespacePolicy>) -> Result<(), PolicyError> {

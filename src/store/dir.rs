@@ -3,7 +3,9 @@
 //! `<root>/<key>` holds an object; writes go to a temporary file that is renamed into place, so
 //! an object is whole or absent. Multipart uploads live in `<root>/#multipart/<upload-id>/`
 //! (`key` names the target, `<n>.part` the parts) until completed or aborted, so interrupted
-//! uploads can be listed and cleaned like S3's.
+//! uploads can be listed and cleaned like S3's. An object's ETag is the CRC32C and length of
+//! its bytes; conditional writes check it under an exclusive `flock` of `<root>/#cas.lock`, so
+//! they are atomic among every process that shares the directory on one host.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -13,11 +15,14 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ObjectInfo, ObjectStore, PendingUpload, StoreError, UploadedPart};
+use super::{
+    Fetched, ObjectInfo, ObjectStore, PendingUpload, PutCondition, StoreError, UploadedPart,
+};
 
 // `#` never appears in tenant, namespace or topic names, so these never meet a key.
 const MULTIPART_DIR: &str = "#multipart";
 const TMP_PREFIX: &str = "#tmp-";
+const CAS_LOCK: &str = "#cas.lock";
 
 #[derive(Debug, Clone)]
 pub struct DirStore {
@@ -95,6 +100,44 @@ impl DirStore {
         result
     }
 
+    /// Writes `body` to `key` if `condition` holds, under the directory's exclusive lock.
+    fn write_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        condition: &PutCondition,
+    ) -> Result<Option<String>, StoreError> {
+        let etag = super::content_etag(&body);
+        if *condition == PutCondition::Always {
+            self.write_object(key, &mut std::iter::once(Ok(body.to_vec())))?;
+            return Ok(Some(etag));
+        }
+        let lock_path = self.root.join(CAS_LOCK);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io(CAS_LOCK, e))?;
+        // SAFETY: flock on a descriptor we own; it is released when `lock` is dropped.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            return Err(io(CAS_LOCK, std::io::Error::last_os_error()));
+        }
+        let current = match fs::read(self.path(key)?) {
+            Ok(bytes) => Some(super::content_etag(&bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(key, e)),
+        };
+        if !condition.holds(current.as_deref()) {
+            return Err(StoreError::PreconditionFailed(format!(
+                "{key}: {condition:?} does not hold (current ETag {current:?})"
+            )));
+        }
+        self.write_object(key, &mut std::iter::once(Ok(body.to_vec())))?;
+        drop(lock);
+        Ok(Some(etag))
+    }
+
     fn walk(&self, dir: &Path, out: &mut Vec<ObjectInfo>) -> Result<(), StoreError> {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
@@ -146,6 +189,20 @@ impl ObjectStore for DirStore {
         let path = self.path(key)?;
         let key = key.to_string();
         blocking(move || fs::read(&path).map(Bytes::from).map_err(|e| io(&key, e))).await
+    }
+
+    async fn get_if_changed(&self, key: &str, etag: Option<&str>) -> Result<Fetched, StoreError> {
+        Ok(super::answer_if_changed(self.get(key).await?, etag))
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        condition: PutCondition,
+    ) -> Result<Option<String>, StoreError> {
+        let (store, key) = (self.clone(), key.to_string());
+        blocking(move || store.write_if(&key, body, &condition)).await
     }
 
     async fn get_range(
@@ -354,6 +411,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn conditional_reads_and_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        assert!(
+            super::super::conditional_writes(&store, "probe")
+                .await
+                .unwrap()
+        );
+        let first = store
+            .put_if("h", Bytes::from_static(b"1"), PutCondition::IfAbsent)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            store
+                .put_if("h", Bytes::from_static(b"2"), PutCondition::IfAbsent)
+                .await,
+            Err(StoreError::PreconditionFailed(_))
+        ));
+        assert_eq!(
+            store.get_if_changed("h", Some(&first)).await.unwrap(),
+            Fetched::Unchanged
+        );
+        let second = store
+            .put_if(
+                "h",
+                Bytes::from_static(b"2"),
+                PutCondition::IfMatch(first.clone()),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            store
+                .put_if(
+                    "h",
+                    Bytes::from_static(b"3"),
+                    PutCondition::IfMatch(first.clone())
+                )
+                .await,
+            Err(StoreError::PreconditionFailed(_))
+        ));
+        assert_eq!(
+            store.get_if_changed("h", Some(&first)).await.unwrap(),
+            Fetched::Object {
+                body: Bytes::from_static(b"2"),
+                etag: Some(second)
+            }
+        );
+        assert!(matches!(
+            store.get_if_changed("missing", None).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
     async fn aborted_uploads_leave_nothing_and_keys_stay_inside() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirStore::open(dir.path()).unwrap();
@@ -368,6 +481,7 @@ mod tests {
         assert!(store.put("../escape", Bytes::new()).await.is_err());
         assert!(store.put("/abs", Bytes::new()).await.is_err());
         assert!(store.put("#multipart/x", Bytes::new()).await.is_err());
+        assert!(store.put("#cas.lock", Bytes::new()).await.is_err());
         store
             .put(".dotted/.name", Bytes::from_static(b"ok"))
             .await

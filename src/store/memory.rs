@@ -10,12 +10,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{ObjectInfo, ObjectStore, PendingUpload, StoreError, UploadedPart};
+use super::{
+    Fetched, ObjectInfo, ObjectStore, PendingUpload, PutCondition, StoreError, UploadedPart,
+};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     objects: Mutex<HashMap<String, Bytes>>,
     pub range_gets: AtomicU64,
+    /// Every request but ranged GETs: conditional GETs, GETs, PUTs, deletes, listings.
+    pub requests: AtomicU64,
+    /// Bytes written by PUTs.
+    pub put_bytes: AtomicU64,
     pub failing: AtomicBool,
     pub stall: Mutex<Option<Duration>>,
 }
@@ -51,11 +57,38 @@ impl ObjectStore for MemoryStore {
         format!("memory://{key}")
     }
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        self.insert(key, body);
-        Ok(())
+        self.put_if(key, body, PutCondition::Always).await.map(drop)
     }
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
         self.object(key)
+    }
+    async fn get_if_changed(&self, key: &str, etag: Option<&str>) -> Result<Fetched, StoreError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        Ok(super::answer_if_changed(self.object(key)?, etag))
+    }
+    async fn put_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        condition: PutCondition,
+    ) -> Result<Option<String>, StoreError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Transient("injected failure".into()));
+        }
+        let mut objects = self.objects.lock().unwrap();
+        let current = objects.get(key).map(|b| super::content_etag(b));
+        if !condition.holds(current.as_deref()) {
+            return Err(StoreError::PreconditionFailed(format!(
+                "{key}: {condition:?}"
+            )));
+        }
+        let etag = super::content_etag(&body);
+        self.put_bytes
+            .fetch_add(body.len() as u64, Ordering::SeqCst);
+        objects.insert(key.to_string(), body);
+        Ok(Some(etag))
     }
     async fn get_range(
         &self,
@@ -79,10 +112,12 @@ impl ObjectStore for MemoryStore {
         Ok(self.object(key).ok().map(|d| d.len() as u64))
     }
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
         self.objects.lock().unwrap().remove(key);
         Ok(())
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
         let objects = self.objects.lock().unwrap();
         Ok(objects
             .iter()

@@ -31,6 +31,9 @@ pub enum StoreError {
     /// Worth retrying: 5xx, throttling, resets, timeouts.
     #[error("the store is unavailable: {0}")]
     Transient(String),
+    /// A conditional write found the object not as the condition required (HTTP 412).
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     #[error("{0}")]
     Other(String),
 }
@@ -55,6 +58,55 @@ pub struct PendingUpload {
     pub upload_id: String,
 }
 
+/// What a conditional GET found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The object still has the ETag the caller already holds (HTTP 304).
+    Unchanged,
+    /// The object's bytes and its ETag (`None` where the store gives none).
+    Object { body: Bytes, etag: Option<String> },
+}
+
+/// The condition a write is made under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutCondition {
+    /// Write whatever is there.
+    Always,
+    /// Write only if no object has the key (`If-None-Match: *`).
+    IfAbsent,
+    /// Write only if the object still has this ETag (`If-Match`).
+    IfMatch(String),
+}
+
+impl PutCondition {
+    /// Whether the condition holds for an object whose current ETag is `current` (`None`:
+    /// absent).
+    pub fn holds(&self, current: Option<&str>) -> bool {
+        match self {
+            PutCondition::Always => true,
+            PutCondition::IfAbsent => current.is_none(),
+            PutCondition::IfMatch(wanted) => current == Some(wanted.as_str()),
+        }
+    }
+}
+
+/// The ETag stores without one of their own give an object: its CRC32C and length.
+pub(crate) fn content_etag(bytes: &[u8]) -> String {
+    format!("\"{:08x}-{}\"", crc32c::crc32c(bytes), bytes.len())
+}
+
+/// The answer to a conditional GET of `body`, for stores that compute [`content_etag`].
+pub(crate) fn answer_if_changed(body: Bytes, etag: Option<&str>) -> Fetched {
+    let current = content_etag(&body);
+    if etag == Some(current.as_str()) {
+        return Fetched::Unchanged;
+    }
+    Fetched::Object {
+        body,
+        etag: Some(current),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub key: String,
@@ -67,6 +119,18 @@ pub trait ObjectStore: Send + Sync + Debug {
     fn url(&self, key: &str) -> String;
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
     async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+    /// The object unless its ETag is still `etag` (a conditional GET: one small request that
+    /// answers 304 when nothing changed). A missing object is [`StoreError::NotFound`].
+    async fn get_if_changed(&self, key: &str, etag: Option<&str>) -> Result<Fetched, StoreError>;
+    /// Writes the object under `condition` and returns its new ETag. A condition that does
+    /// not hold is [`StoreError::PreconditionFailed`]. Stores that ignore conditions (older
+    /// S3-compatible servers) write unconditionally; [`conditional_writes`] tells them apart.
+    async fn put_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        condition: PutCondition,
+    ) -> Result<Option<String>, StoreError>;
     /// Bytes `range` of the object, as consecutive pieces of `piece` bytes (the last may be
     /// shorter), each in its own buffer so that a caller may keep some and drop others; a range
     /// past the end is cut at the end.
@@ -97,6 +161,35 @@ pub trait ObjectStore: Send + Sync + Debug {
     ) -> Result<(), StoreError>;
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
     async fn list_multipart(&self, prefix: &str) -> Result<Vec<PendingUpload>, StoreError>;
+}
+
+/// Whether the store honours [`PutCondition::IfAbsent`]: writes a probe object twice under
+/// `probe_key`, the second time on condition that it is absent, and removes it.
+pub async fn conditional_writes(
+    store: &dyn ObjectStore,
+    probe_key: &str,
+) -> Result<bool, StoreError> {
+    store
+        .put_if(
+            probe_key,
+            Bytes::from_static(b"probe\n"),
+            PutCondition::Always,
+        )
+        .await?;
+    let honoured = match store
+        .put_if(
+            probe_key,
+            Bytes::from_static(b"probe\n"),
+            PutCondition::IfAbsent,
+        )
+        .await
+    {
+        Ok(_) => false,
+        Err(StoreError::PreconditionFailed(_)) => true,
+        Err(e) => return Err(e),
+    };
+    store.delete(probe_key).await?;
+    Ok(honoured)
 }
 
 /// Opens the store the configuration names.

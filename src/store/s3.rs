@@ -24,7 +24,9 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
-use super::{ObjectInfo, ObjectStore, PendingUpload, StoreError, UploadedPart};
+use super::{
+    Fetched, ObjectInfo, ObjectStore, PendingUpload, PutCondition, StoreError, UploadedPart,
+};
 use crate::config::{Driver, OffloadConfig};
 
 #[derive(Debug, Clone)]
@@ -134,6 +136,10 @@ where
                     StoreError::NotFound(text)
                 }
                 ("NoSuchBucket", _) => StoreError::NoSuchBucket(text),
+                ("PreconditionFailed", _) | (_, Some(412)) => StoreError::PreconditionFailed(text),
+                // A write that raced another conditional write of the same key: the condition
+                // could not be checked, which for a compare-and-swap is a failure too.
+                ("ConditionalRequestConflict", _) => StoreError::PreconditionFailed(text),
                 (
                     "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "Forbidden",
                     _,
@@ -196,23 +202,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        let request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(body))
-            .customize();
-        let request = if self.unsigned_payload {
-            request.disable_payload_signing()
-        } else {
-            request
-        };
-        request
-            .send()
-            .await
-            .map_err(|e| map_err(&format!("PutObject {key}"), e))?;
-        Ok(())
+        self.put_if(key, body, PutCondition::Always).await.map(drop)
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
@@ -229,6 +219,64 @@ impl ObjectStore for S3Store {
             .await
             .map(|b| b.into_bytes())
             .map_err(|e| StoreError::Transient(format!("GetObject {key}: reading the body: {e}")))
+    }
+
+    async fn get_if_changed(&self, key: &str, etag: Option<&str>) -> Result<Fetched, StoreError> {
+        let answer = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_if_none_match(etag.map(str::to_string))
+            .send()
+            .await;
+        let out = match answer {
+            Ok(out) => out,
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 304) => {
+                return Ok(Fetched::Unchanged);
+            }
+            Err(e) => return Err(map_err(&format!("GetObject {key}"), e)),
+        };
+        let etag = out.e_tag().map(str::to_string);
+        let body = out
+            .body
+            .collect()
+            .await
+            .map(|b| b.into_bytes())
+            .map_err(|e| {
+                StoreError::Transient(format!("GetObject {key}: reading the body: {e}"))
+            })?;
+        Ok(Fetched::Object { body, etag })
+    }
+
+    async fn put_if(
+        &self,
+        key: &str,
+        body: Bytes,
+        condition: PutCondition,
+    ) -> Result<Option<String>, StoreError> {
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body));
+        request = match condition {
+            PutCondition::Always => request,
+            PutCondition::IfAbsent => request.if_none_match("*"),
+            PutCondition::IfMatch(etag) => request.if_match(etag),
+        };
+        let request = request.customize();
+        let request = if self.unsigned_payload {
+            request.disable_payload_signing()
+        } else {
+            request
+        };
+        let out = request
+            .send()
+            .await
+            .map_err(|e| map_err(&format!("PutObject {key}"), e))?;
+        Ok(out.e_tag().map(str::to_string))
     }
 
     async fn get_range(

@@ -384,11 +384,7 @@ impl S3Env {
 
     /// Offload settings for the `S3` driver under a prefix of its own.
     pub fn config(&self, prefix: &str) -> String {
-        format!(
-            "managedLedgerOffloadDriver=S3\nmanagedLedgerOffloadBucket={}\n\
-             managedLedgerOffloadServiceEndpoint={}\nmanagedLedgerOffloadPrefix={prefix}\n",
-            self.bucket, self.endpoint
-        )
+        s3_config(&self.bucket, &self.endpoint, prefix)
     }
 }
 
@@ -454,6 +450,43 @@ impl StoreProbe {
     pub fn get(&self, key: &str) -> Vec<u8> {
         self.runtime.block_on(self.store.get(key)).unwrap().to_vec()
     }
+
+    /// The bucket's catalog under `prefix`, read as any reader of the bucket would.
+    pub fn catalog(&self, prefix: &str) -> std::sync::Arc<tierfs::catalog::CatalogState> {
+        let catalog = tierfs::catalog::Catalog::new(self.store.clone(), prefix);
+        self.runtime.block_on(catalog.load()).unwrap();
+        catalog.state()
+    }
+
+    /// Commits `change` to the catalog under `prefix`, as another writer would.
+    pub fn commit(&self, prefix: &str, change: tierfs::catalog::Change) {
+        let catalog = tierfs::catalog::Catalog::new(self.store.clone(), prefix);
+        self.runtime.block_on(catalog.commit(vec![change])).unwrap();
+    }
+
+    /// The data and index keys of every segment of `topic` the catalog under `prefix` records.
+    pub fn referenced_keys(&self, prefix: &str, topic: &str) -> std::collections::BTreeSet<String> {
+        let topic = tierfs::name::TopicName::parse(topic).unwrap();
+        let layout = tierfs::offload::Layout::new(prefix);
+        self.catalog(prefix)
+            .segments(&topic)
+            .flat_map(|s| {
+                [
+                    layout.data_key(&topic, s.id, &s.uuid),
+                    layout.index_key(&topic, s.id, &s.uuid),
+                ]
+            })
+            .collect()
+    }
+
+    /// Keys under `prefix` outside the catalog's own folder: the segments' objects.
+    pub fn segment_keys(&self, prefix: &str) -> std::collections::BTreeSet<String> {
+        let catalog_dir = format!("{prefix}/_tierfs/");
+        self.keys(&format!("{prefix}/"))
+            .into_iter()
+            .filter(|k| !k.starts_with(&catalog_dir))
+            .collect()
+    }
 }
 
 /// Polls `tierfs admin topics offload-status` until its first line is `want`.
@@ -505,26 +538,15 @@ impl OwnS3 {
         let _one_at_a_time = SERVER_STARTS.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         s3_script(&["start", dir.path().to_str().unwrap()]);
-        let env = fs::read_to_string(dir.path().join("env")).unwrap();
-        let value = |name: &str| {
-            env.lines()
-                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-                .unwrap()
-                .to_string()
-        };
         Self {
-            endpoint: value("TIERFS_TEST_S3_ENDPOINT"),
-            bucket: value("TIERFS_TEST_S3_BUCKET"),
+            endpoint: env_value(dir.path(), "TIERFS_TEST_S3_ENDPOINT"),
+            bucket: env_value(dir.path(), "TIERFS_TEST_S3_BUCKET"),
             dir,
         }
     }
 
     pub fn config(&self, prefix: &str) -> String {
-        format!(
-            "managedLedgerOffloadDriver=S3\nmanagedLedgerOffloadBucket={}\n\
-             managedLedgerOffloadServiceEndpoint={}\nmanagedLedgerOffloadPrefix={prefix}\n",
-            self.bucket, self.endpoint
-        )
+        s3_config(&self.bucket, &self.endpoint, prefix)
     }
 
     pub fn stop(&self) {
@@ -543,6 +565,81 @@ impl Drop for OwnS3 {
             .args(["stop", self.dir.path().to_str().unwrap()])
             .output();
     }
+}
+
+/// A value the env file that scripts/s3-server.sh writes in `dir` exports.
+fn env_value(dir: &Path, name: &str) -> String {
+    let env = fs::read_to_string(dir.join("env")).unwrap();
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+        .unwrap_or_else(|| panic!("{name} is not in {}/env", dir.display()))
+        .to_string()
+}
+
+/// Offload settings for the `S3` driver at `endpoint` under a prefix of its own.
+fn s3_config(bucket: &str, endpoint: &str, prefix: &str) -> String {
+    format!(
+        "managedLedgerOffloadDriver=S3\nmanagedLedgerOffloadBucket={bucket}\n\
+         managedLedgerOffloadServiceEndpoint={endpoint}\nmanagedLedgerOffloadPrefix={prefix}\n"
+    )
+}
+
+/// A Garage cluster of a test's own: three nodes (replication factor 3) on loopback behind
+/// haproxy, from `scripts/s3-server.sh start-cluster`; stopped when dropped.
+pub struct S3Cluster {
+    pub dir: tempfile::TempDir,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl S3Cluster {
+    pub fn start() -> Self {
+        let _one_at_a_time = SERVER_STARTS.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        s3_script(&["start-cluster", dir.path().to_str().unwrap(), "3"]);
+        Self {
+            endpoint: env_value(dir.path(), "TIERFS_TEST_S3_ENDPOINT"),
+            bucket: env_value(dir.path(), "TIERFS_TEST_S3_BUCKET"),
+            dir,
+        }
+    }
+
+    pub fn config(&self, prefix: &str) -> String {
+        s3_config(&self.bucket, &self.endpoint, prefix)
+    }
+
+    /// SIGKILLs node `i` (1-based).
+    pub fn kill_node(&self, i: u32) {
+        s3_script(&[
+            "kill-node",
+            self.dir.path().to_str().unwrap(),
+            &i.to_string(),
+        ]);
+    }
+}
+
+impl Drop for S3Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3-server.sh"))
+            .args(["stop-cluster", self.dir.path().to_str().unwrap()])
+            .output();
+    }
+}
+
+/// A metric of the mount's `/metrics`, by its full name.
+pub fn metric(m: &TestMount, name: &str) -> f64 {
+    let url = fs::read_to_string(m.data.join("admin.addr")).unwrap();
+    let out = Command::new("curl")
+        .args(["-s", &format!("{}/metrics", url.trim())])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
 }
 
 /// The peak resident memory of a process, in bytes.

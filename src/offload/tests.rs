@@ -1,0 +1,216 @@
+//! The offloader against the `filesystem` store in a temporary directory: offloads commit to
+//! the catalog, and attempts a crash interrupted are settled against it at the next start —
+//! rolled forward when the catalog recorded them, rolled back and redone when it did not.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::catalog::{Catalog, Change};
+use crate::config::OffloadConfig;
+use crate::log::{AppendAt, LocalLog, RolloverPolicy, Topic};
+use crate::metrics::Metrics;
+use crate::name::TopicName;
+use crate::store::ObjectStore;
+use crate::store::dir::DirStore;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    log: Arc<LocalLog>,
+    store: Arc<DirStore>,
+    config: OffloadConfig,
+    topic: Arc<Topic>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (log, _) = LocalLog::open(&data, RolloverPolicy::default()).unwrap();
+    let log = Arc::new(log);
+    let name = TopicName::new("t", "ns", "x").unwrap();
+    log.create_tenant("t").unwrap();
+    log.create_namespace(&name.namespace_name()).unwrap();
+    let topic = log.create_topic(&name).unwrap();
+    for segment in 0..2u8 {
+        topic
+            .append(&[segment; 3000], AppendAt::Tail, SystemTime::now())
+            .unwrap();
+        topic.seal_now(SystemTime::now()).unwrap();
+    }
+    let store = Arc::new(DirStore::open(&dir.path().join("store")).unwrap());
+    Fixture {
+        data,
+        log,
+        store,
+        config: OffloadConfig::default(),
+        topic,
+        _dir: dir,
+    }
+}
+
+fn offloader(f: &Fixture) -> Arc<Offloader> {
+    let catalog = Catalog::new(f.store.clone(), "");
+    Offloader::new(
+        Arc::clone(&f.log),
+        catalog,
+        f.config.clone(),
+        Policies::load(&f.data, &f.config).unwrap(),
+        Arc::new(Metrics::default()),
+        LeaseSettings {
+            data_dir: f.data.clone(),
+            take_over: false,
+        },
+    )
+}
+
+async fn offloaded(topic: &Topic) {
+    for _ in 0..500 {
+        if topic.snapshot().sealed.iter().all(|s| s.offloaded()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("segments not offloaded: {:?}", topic.snapshot().sealed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offload_is_complete_once_the_catalog_records_it() {
+    let f = fixture();
+    let o = offloader(&f);
+    o.recover().await;
+    o.offload_before(f.topic.name(), 3).unwrap();
+    offloaded(&f.topic).await;
+    let reader = Catalog::new(f.store.clone(), "");
+    reader.load().await.unwrap();
+    let ids: Vec<u64> = reader
+        .state()
+        .segments(f.topic.name())
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    for segment in f.topic.snapshot().sealed {
+        let record = segment.offload.unwrap();
+        assert_eq!(
+            reader
+                .state()
+                .segment(f.topic.name(), segment.id)
+                .unwrap()
+                .uuid,
+            record.uuid
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_commit_is_rolled_forward_without_uploading_again() {
+    let f = fixture();
+    let o = offloader(&f);
+    o.recover().await;
+    o.offload_before(f.topic.name(), 2).unwrap();
+    for _ in 0..500 {
+        if f.topic.sealed_segment(1).unwrap().offloaded() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // As if the process died between the catalog commit and the local completion.
+    f.topic
+        .update_sealed(1, |s| {
+            if let Some(r) = s.offload.as_mut() {
+                r.completed_ms = None;
+            }
+        })
+        .unwrap();
+    let uuid = f.topic.sealed_segment(1).unwrap().offload.unwrap().uuid;
+    let restarted = offloader(&f);
+    restarted.recover().await;
+    offloaded_segment_1(&f.topic).await;
+    let record = f.topic.sealed_segment(1).unwrap().offload.unwrap();
+    assert_eq!(
+        record.uuid, uuid,
+        "the committed attempt was kept, not redone"
+    );
+    assert!(f.store.head(&record.data_key).await.unwrap().is_some());
+}
+
+async fn offloaded_segment_1(topic: &Topic) {
+    for _ in 0..500 {
+        if topic.sealed_segment(1).unwrap().offloaded() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("segment 1 was not settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_commit_is_rolled_back_and_offloaded_again() {
+    let f = fixture();
+    let layout = Layout::new("");
+    // An attempt that uploaded its data object and then died before committing.
+    let stale = crate::log::OffloadRecord {
+        uuid: "dead".into(),
+        data_key: layout.data_key(f.topic.name(), 1, "dead"),
+        index_key: layout.index_key(f.topic.name(), 1, "dead"),
+        upload_id: None,
+        started_ms: 0,
+        completed_ms: None,
+    };
+    f.store
+        .put(&stale.data_key, bytes::Bytes::from_static(b"partial"))
+        .await
+        .unwrap();
+    let upload = f.store.create_multipart(&stale.data_key).await.unwrap();
+    let recorded = stale.clone();
+    f.topic
+        .update_sealed(1, |s| s.offload = Some(recorded))
+        .unwrap();
+    // Another writer's upload under the same topic: not this data directory's, left alone.
+    let foreign = layout.data_key(f.topic.name(), 7, "someone-else");
+    let foreign_upload = f.store.create_multipart(&foreign).await.unwrap();
+    let o = offloader(&f);
+    o.recover().await;
+    offloaded_segment_1(&f.topic).await;
+    let record = f.topic.sealed_segment(1).unwrap().offload.unwrap();
+    assert_ne!(record.uuid, "dead");
+    assert!(f.store.head(&stale.data_key).await.unwrap().is_none());
+    let pending = f.store.list_multipart("").await.unwrap();
+    assert!(pending.iter().all(|u| u.upload_id != upload), "{pending:?}");
+    assert!(
+        pending.iter().any(|u| u.upload_id == foreign_upload),
+        "a foreign upload was aborted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_buckets_policies_are_adopted_and_local_ones_recorded() {
+    let f = fixture();
+    let ns = f.topic.name().namespace_name();
+    let other = crate::name::NamespaceName::new("t", "other").unwrap();
+    // The bucket knows a policy for t/ns; the data directory only one for t/other.
+    let bucket = Catalog::new(f.store.clone(), "");
+    bucket
+        .commit(vec![Change::Policy {
+            namespace: ns.to_string(),
+            policy: Some(NamespacePolicy {
+                offload_threshold: Some(0),
+                ..Default::default()
+            }),
+        }])
+        .await
+        .unwrap();
+    Policies::load(&f.data, &f.config)
+        .unwrap()
+        .update(&other, |p| p.offload_threshold = Some(5))
+        .unwrap();
+    let o = offloader(&f);
+    o.recover().await;
+    assert_eq!(o.policies().get(&ns).offload_threshold, Some(0));
+    assert_eq!(o.policies().get(&other).offload_threshold, Some(5));
+    bucket.load().await.unwrap();
+    assert_eq!(
+        bucket.state().policies()["t/other"].offload_threshold,
+        Some(5)
+    );
+}
