@@ -40,6 +40,10 @@ pub enum RecoverError {
     Store(StoreError),
     #[error("cannot read the bucket's catalog: {0}")]
     Catalog(#[from] CatalogError),
+    #[error(
+        "there is no tierfs catalog at {0}: nothing to recover (check managedLedgerOffloadBucket, managedLedgerOffloadPrefix and, for the filesystem driver, fileSystemURI)"
+    )]
+    NothingToRecover(String),
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
@@ -112,11 +116,6 @@ fn check_empty(dir: &Path) -> Result<(), RecoverError> {
 pub fn run(options: &RecoverOptions) -> Result<RecoverSummary, RecoverError> {
     let (config, _) = Config::load(&options.config_file)?;
     check_empty(&options.data_dir)?;
-    std::fs::create_dir_all(&options.data_dir).map_err(|source| RecoverError::DataDir {
-        path: options.data_dir.clone(),
-        source,
-    })?;
-    let _lock = DataDirLock::acquire(&options.data_dir, Path::new("tierfs recover"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -127,6 +126,16 @@ pub fn run(options: &RecoverOptions) -> Result<RecoverSummary, RecoverError> {
     let catalog = Catalog::new(Arc::clone(&store), &config.offload.prefix);
     runtime.block_on(catalog.load())?;
     let state = catalog.state();
+    if state.seq == 0 {
+        return Err(RecoverError::NothingToRecover(
+            store.url(&catalog.keys().head()),
+        ));
+    }
+    std::fs::create_dir_all(&options.data_dir).map_err(|source| RecoverError::DataDir {
+        path: options.data_dir.clone(),
+        source,
+    })?;
+    let _lock = DataDirLock::acquire(&options.data_dir, Path::new("tierfs recover"))?;
     let layout = Layout::new(&config.offload.prefix);
     let (log, _) = LocalLog::open(&options.data_dir, config.rollover)?;
     let topics: Vec<_> = state.topics().cloned().collect();

@@ -394,6 +394,19 @@ fn recover_rebuilds_a_lost_data_directory_and_the_log_goes_on() {
     wait_offloaded(&b, 1);
     assert_eq!(writer.stop(), Some(0));
 
+    // A prefix with no catalog has nothing to recover, and nothing is written.
+    let empty_conf = writer.root.path().join("empty.conf");
+    fs::write(&empty_conf, writer_config(&s3, &unique_prefix("nothing"))).unwrap();
+    let fresh = writer.root.path().join("fresh");
+    let nothing = recover(&empty_conf, &fresh);
+    assert_eq!(nothing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&nothing.stderr);
+    assert!(
+        stderr.contains("there is no tierfs catalog at s3://"),
+        "{stderr}"
+    );
+    assert!(!fresh.exists());
+
     // A data directory that holds anything is refused.
     let refused = recover(&writer.config, &writer.data);
     assert_eq!(refused.status.code(), Some(1));

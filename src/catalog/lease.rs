@@ -27,6 +27,10 @@ use crate::store::{Fetched, ObjectStore, PutCondition, StoreError};
 /// How long a lease stays fresh without a heartbeat.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
+/// The file in a data directory that names it for good: a random id made on first use, so
+/// that "the same data directory" is never guessed from a host name and a path.
+const DATA_DIR_ID_FILE: &str = "writer-id";
+
 /// The lease object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
@@ -35,6 +39,9 @@ pub struct LeaseRecord {
     pub holder: String,
     pub host: String,
     pub data_dir: String,
+    /// The data directory's own id (`<data-dir>/writer-id`).
+    #[serde(default)]
+    pub data_dir_id: String,
     pub pid: u32,
     pub started_ms: u64,
     pub heartbeat_ms: u64,
@@ -71,6 +78,34 @@ pub enum LeaseError {
     Held { url: String, holder: String },
     #[error("the writer lease at {url} was taken by {holder}; this mount stops offloading")]
     Lost { url: String, holder: String },
+    #[error("cannot read or create the data directory's id {path}: {source}")]
+    DataDirId {
+        path: std::path::PathBuf,
+        source: std::sync::Arc<std::io::Error>,
+    },
+}
+
+/// The data directory's id, made (and fsynced) on first use.
+fn data_dir_id(data_dir: &std::path::Path) -> Result<String, LeaseError> {
+    let path = data_dir.join(DATA_DIR_ID_FILE);
+    let fail = |e: std::io::Error| LeaseError::DataDirId {
+        path: path.clone(),
+        source: std::sync::Arc::new(e),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{id}\n")).map_err(fail)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(fail)?;
+    std::fs::rename(&tmp, &path).map_err(fail)?;
+    Ok(id)
 }
 
 /// This mount's hold on the prefix.
@@ -83,6 +118,8 @@ pub struct Lease {
     conditional: bool,
     /// When the lease was last written successfully.
     renewed: std::sync::Mutex<std::time::Instant>,
+    /// One heartbeat at a time: two with the same ETag would refuse each other.
+    beating: tokio::sync::Mutex<()>,
 }
 
 fn now_ms() -> u64 {
@@ -112,6 +149,7 @@ impl Lease {
             holder: uuid::Uuid::new_v4().to_string(),
             host: host_name(),
             data_dir: data_dir.display().to_string(),
+            data_dir_id: data_dir_id(data_dir)?,
             pid: std::process::id(),
             started_ms: now,
             heartbeat_ms: now,
@@ -123,7 +161,9 @@ impl Lease {
             Ok(Fetched::Unchanged) => unreachable!("no ETag was given"),
             Ok(Fetched::Object { body, etag }) => {
                 let current: LeaseRecord = format::decode(&key, &body)?;
-                let same_directory = current.host == ours.host && current.data_dir == ours.data_dir;
+                // This very data directory (its lock, held by us, proves the old holder gone).
+                let same_directory =
+                    !current.data_dir_id.is_empty() && current.data_dir_id == ours.data_dir_id;
                 let holder = current.describe(now);
                 if current.is_fresh(now) && !same_directory && !take_over {
                     return Err(LeaseError::Held {
@@ -151,6 +191,7 @@ impl Lease {
             etag: std::sync::Mutex::new(None),
             conditional,
             renewed: std::sync::Mutex::new(std::time::Instant::now()),
+            beating: tokio::sync::Mutex::new(()),
         };
         lease.write(condition).await.map_err(|e| match e {
             LeaseError::Lost { url, holder } => LeaseError::Held { url, holder },
@@ -227,6 +268,7 @@ impl Lease {
 
     /// Renews the heartbeat, on condition that the lease is still ours.
     pub async fn heartbeat(&self) -> Result<(), LeaseError> {
+        let _one_at_a_time = self.beating.lock().await;
         if !self.conditional {
             self.check_holder().await?;
         }
@@ -262,23 +304,27 @@ mod tests {
 
     #[tokio::test]
     async fn a_fresh_lease_of_another_directory_is_refused_naming_its_holder() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::default());
-        let first = Lease::acquire(store.clone(), &keys(), "/data/a".as_ref(), false, true)
+        let first = Lease::acquire(store.clone(), &keys(), a.path(), false, true)
             .await
             .unwrap();
-        let err = Lease::acquire(store.clone(), &keys(), "/data/b".as_ref(), false, true)
+        let err = Lease::acquire(store.clone(), &keys(), b.path(), false, true)
             .await
             .unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, LeaseError::Held { .. }), "{text}");
-        assert!(text.contains("data directory /data/a"), "{text}");
+        assert!(
+            text.contains(&format!("data directory {}", a.path().display())),
+            "{text}"
+        );
         assert!(
             text.contains(&format!("pid {}", std::process::id())),
             "{text}"
         );
         assert!(text.contains("--take-over"), "{text}");
         // The same data directory (a restart after a crash) takes it back.
-        let again = Lease::acquire(store.clone(), &keys(), "/data/a".as_ref(), false, true)
+        let again = Lease::acquire(store.clone(), &keys(), a.path(), false, true)
             .await
             .unwrap();
         // The first holder's heartbeat now finds the lease taken.
@@ -291,18 +337,75 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn take_over_and_release() {
+    async fn the_same_path_on_another_machine_is_another_directory() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::default());
-        let first = Lease::acquire(store.clone(), &keys(), "/data/a".as_ref(), false, false)
+        let _first = Lease::acquire(store.clone(), &keys(), a.path(), false, true)
             .await
             .unwrap();
-        let second = Lease::acquire(store.clone(), &keys(), "/data/b".as_ref(), true, false)
+        // Same host name and path, but the directory's id differs (another container).
+        std::fs::write(b.path().join(DATA_DIR_ID_FILE), "another\n").unwrap();
+        let mut record: LeaseRecord =
+            format::decode(&keys().lease(), &store.get(&keys().lease()).await.unwrap()).unwrap();
+        record.data_dir = b.path().display().to_string();
+        store
+            .put(&keys().lease(), Bytes::from(format::encode(&record)))
+            .await
+            .unwrap();
+        assert!(matches!(
+            Lease::acquire(store.clone(), &keys(), b.path(), false, true).await,
+            Err(LeaseError::Held { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn concurrent_heartbeats_never_fence_their_own_holder() {
+        let a = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::default());
+        let lease = Arc::new(
+            Lease::acquire(store.clone(), &keys(), a.path(), false, true)
+                .await
+                .unwrap(),
+        );
+        let beats: Vec<_> = (0..8)
+            .map(|_| {
+                let lease = Arc::clone(&lease);
+                tokio::spawn(async move { lease.heartbeat().await })
+            })
+            .collect();
+        for beat in beats {
+            beat.await.unwrap().unwrap();
+        }
+        // A write of ours that landed while its answer was lost: the ETag we hold is stale.
+        store
+            .put(
+                &keys().lease(),
+                Bytes::from(format::encode(&lease.record())),
+            )
+            .await
+            .unwrap();
+        lease.heartbeat().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn take_over_and_release() {
+        let (a, b, c) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::default());
+        let first = Lease::acquire(store.clone(), &keys(), a.path(), false, false)
+            .await
+            .unwrap();
+        let second = Lease::acquire(store.clone(), &keys(), b.path(), true, false)
             .await
             .unwrap();
         // Without conditional writes the heartbeat reads the holder back first.
         let lost = first.heartbeat().await.unwrap_err();
         assert!(
-            lost.to_string().contains("data directory /data/b"),
+            lost.to_string()
+                .contains(&format!("data directory {}", b.path().display())),
             "{lost}"
         );
         assert!(matches!(
@@ -315,19 +418,21 @@ mod tests {
             Err(StoreError::NotFound(_))
         ));
         // Released: anyone may take it.
-        Lease::acquire(store.clone(), &keys(), "/data/c".as_ref(), false, true)
+        Lease::acquire(store.clone(), &keys(), c.path(), false, true)
             .await
             .unwrap();
     }
 
     #[tokio::test]
     async fn a_stale_lease_is_taken_without_being_asked() {
+        let a = tempfile::tempdir().unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(MemoryStore::default());
         let stale = LeaseRecord {
             format: FORMAT,
             holder: "old".into(),
             host: "elsewhere".into(),
             data_dir: "/data/old".into(),
+            data_dir_id: "old".into(),
             pid: 1,
             started_ms: 0,
             heartbeat_ms: now_ms() - LEASE_TTL.as_millis() as u64 - 1000,
@@ -337,9 +442,9 @@ mod tests {
             .put(&keys().lease(), Bytes::from(format::encode(&stale)))
             .await
             .unwrap();
-        let lease = Lease::acquire(store.clone(), &keys(), "/data/new".as_ref(), false, true)
+        let lease = Lease::acquire(store.clone(), &keys(), a.path(), false, true)
             .await
             .unwrap();
-        assert_eq!(lease.record().data_dir, "/data/new");
+        assert_eq!(lease.record().data_dir, a.path().display().to_string());
     }
 }

@@ -59,6 +59,13 @@ pub enum CatalogError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// The head was sent but its answer was lost: the commit may or may not have landed.
+    #[error("the catalog commit's outcome is unknown: {0}")]
+    OutcomeUnknown(String),
+    /// The writer's guard refused the commit before its head was sent (no current lease, or
+    /// the mount is stopping).
+    #[error("the catalog commit was refused: {0}")]
+    Refused(String),
     /// Someone else committed: this process is no longer the prefix's only writer.
     #[error(
         "the catalog at {head} was changed by another writer ({writer}); this mount stops committing offloads"
@@ -68,7 +75,16 @@ pub enum CatalogError {
 
 impl CatalogError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, CatalogError::Store(e) if e.is_transient())
+        match self {
+            CatalogError::Store(e) => e.is_transient(),
+            CatalogError::OutcomeUnknown(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the commit may have landed although it failed: its objects must stay.
+    pub fn may_have_landed(&self) -> bool {
+        matches!(self, CatalogError::OutcomeUnknown(_))
     }
 }
 
@@ -93,6 +109,8 @@ pub struct Catalog {
     conditional: AtomicBool,
     /// Set once another writer's commit was found: who it was (from the head it wrote).
     fenced_by: std::sync::Mutex<Option<String>>,
+    /// Asked right before each head is written (the writer's lease).
+    guard: std::sync::OnceLock<CommitGuard>,
     requests: AtomicU64,
     /// Bytes of catalog objects this catalog has written (journal, checkpoints, head).
     written: AtomicU64,
@@ -111,6 +129,10 @@ impl std::fmt::Debug for Catalog {
 fn now_ms() -> u64 {
     crate::log::to_millis(SystemTime::now())
 }
+
+/// Asked right before a commit's head is written; an error refuses the commit (the writer no
+/// longer holds a current lease, or is stopping).
+pub type CommitGuard = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// A catalog entry as a sealed segment of a local log: offloaded, with no local copy.
 pub fn offloaded_segment(
@@ -155,6 +177,7 @@ impl Catalog {
             commits: tokio::sync::Mutex::new(()),
             conditional: AtomicBool::new(false),
             fenced_by: std::sync::Mutex::new(None),
+            guard: std::sync::OnceLock::new(),
             requests: AtomicU64::new(0),
             written: AtomicU64::new(0),
             metrics: std::sync::OnceLock::new(),
@@ -178,6 +201,11 @@ impl Catalog {
     /// Requests this catalog has made to the store (for metrics and tests).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Installs the check every commit must pass right before its head is written.
+    pub fn guard_commits(&self, guard: CommitGuard) {
+        let _ = self.guard.set(guard);
     }
 
     /// Bytes of catalog objects this catalog has written.
@@ -229,8 +257,9 @@ impl Catalog {
 
     /// Reads the catalog (an absent head is an empty catalog).
     pub async fn load(&self) -> Result<(), CatalogError> {
+        let _one_at_a_time = self.commits.lock().await;
         self.write().etag = None;
-        self.refresh().await.map(drop)
+        self.refresh_locked().await.map(drop)
     }
 
     /// Prepares this catalog for commits: reads it and finds out whether the store honours
@@ -261,7 +290,17 @@ impl Catalog {
     /// records since our sequence number (or a checkpoint and the records after it). Returns
     /// whether the state changed.
     pub async fn refresh(&self) -> Result<bool, CatalogError> {
-        let etag = self.read().etag.clone();
+        // Never beside a commit: a refresh must not install an older state over a newer one.
+        let _one_at_a_time = self.commits.lock().await;
+        self.refresh_locked().await
+    }
+
+    async fn refresh_locked(&self) -> Result<bool, CatalogError> {
+        let etag = {
+            let loaded = self.read();
+            // A stale state is read afresh, whatever the head's ETag says.
+            (!loaded.stale).then(|| loaded.etag.clone()).flatten()
+        };
         self.count(1);
         let head_key = self.keys.head();
         let (head, etag) = match self.store.get_if_changed(&head_key, etag.as_deref()).await {
@@ -292,6 +331,7 @@ impl Catalog {
             loaded.head = Some(head);
             loaded.etag = etag;
             loaded.known = true;
+            loaded.stale = false;
             return Ok(false);
         }
         let behind_by = head.seq.saturating_sub(current.seq);
@@ -390,19 +430,32 @@ impl Catalog {
     }
 
     /// Commits `changes`, retrying transient store errors with backoff. A retried commit may
-    /// land twice; changes are idempotent, so the state is the same.
+    /// land twice; changes are idempotent, so the state is the same. When a try may have
+    /// landed and the last one failed, the error says the outcome is unknown: the caller must
+    /// not act as if nothing was committed.
     pub async fn commit(&self, changes: Vec<Change>) -> Result<u64, CatalogError> {
         let mut delay = Duration::from_millis(100);
         let mut attempt = 1;
+        let mut may_have_landed = false;
         loop {
             match self.commit_once(&changes).await {
-                Err(e) if e.is_transient() && attempt < COMMIT_ATTEMPTS => {
-                    warn!(error = %e, attempt, "catalog commit failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
+                Ok(seq) => return Ok(seq),
+                Err(e) => {
+                    may_have_landed |= e.may_have_landed();
+                    if e.is_transient() && attempt < COMMIT_ATTEMPTS {
+                        warn!(error = %e, attempt, "catalog commit failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                        attempt += 1;
+                        continue;
+                    }
+                    if may_have_landed && !e.may_have_landed() {
+                        return Err(CatalogError::OutcomeUnknown(format!(
+                            "{e} (an earlier try may have landed)"
+                        )));
+                    }
+                    return Err(e);
                 }
-                other => return other,
             }
         }
     }
@@ -417,12 +470,15 @@ impl Catalog {
             loaded.stale || !loaded.known
         };
         if must_read {
-            self.write().etag = None;
-            self.refresh().await?;
+            self.refresh_locked().await?;
         }
-        let (head, etag) = {
+        let (head, etag, current) = {
             let loaded = self.read();
-            (loaded.head.clone(), loaded.etag.clone())
+            (
+                loaded.head.clone(),
+                loaded.etag.clone(),
+                Arc::clone(&loaded.state),
+            )
         };
         let previous = head.unwrap_or(Head {
             format: FORMAT,
@@ -434,26 +490,21 @@ impl Catalog {
         });
         let seq = previous.seq + 1;
         let journal_key = self.keys.journal(seq);
+        // The new state is built aside and installed only once the head names it: nothing
+        // uncommitted is ever visible, not even to this process.
+        let mut state = (*current).clone();
+        state.apply(&journal_key, seq, changes)?;
         let record = JournalRecord {
             format: FORMAT,
             seq,
             time_ms: now_ms(),
             changes: changes.to_vec(),
         };
-        self.count(1);
-        let journal = format::encode(&record);
-        self.wrote(&journal);
-        self.store.put(&journal_key, Bytes::from(journal)).await?;
-        let checkpoint = {
-            let mut loaded = self.write();
-            loaded.stale = true;
-            Arc::make_mut(&mut loaded.state).apply(&journal_key, seq, changes)?;
-            let since = seq - previous.checkpoint;
-            let due = since
-                >= CHECKPOINT_MIN_COMMITS
-                    .max(loaded.state.segment_count() as u64 / CHECKPOINT_SPREAD);
-            due.then(|| format::encode(&loaded.state.to_checkpoint()))
-        };
+        self.put_new(&journal_key, format::encode(&record), seq)
+            .await?;
+        let since = seq - previous.checkpoint;
+        let due =
+            since >= CHECKPOINT_MIN_COMMITS.max(state.segment_count() as u64 / CHECKPOINT_SPREAD);
         let mut next = Head {
             format: FORMAT,
             seq,
@@ -462,14 +513,14 @@ impl Catalog {
             writer: self.writer.clone(),
             updated_ms: now_ms(),
         };
-        if let Some(bytes) = checkpoint {
-            self.count(1);
-            self.wrote(&bytes);
-            self.store
-                .put(&self.keys.checkpoint(seq), Bytes::from(bytes))
-                .await?;
+        if due {
+            let bytes = format::encode(&state.to_checkpoint());
+            self.put_new(&self.keys.checkpoint(seq), bytes, seq).await?;
             next.checkpoint = seq;
             next.previous_checkpoint = previous.checkpoint;
+        }
+        if let Some(guard) = self.guard.get() {
+            guard().map_err(CatalogError::Refused)?;
         }
         let condition = match (&etag, self.conditional.load(Ordering::Relaxed)) {
             (_, false) => PutCondition::Always,
@@ -477,36 +528,31 @@ impl Catalog {
             (None, true) => PutCondition::IfAbsent,
         };
         self.count(1);
+        let head_bytes = format::encode(&next);
+        self.wrote(&head_bytes);
         let new_etag = match self
             .store
-            .put_if(
-                &self.keys.head(),
-                Bytes::from(format::encode(&next)),
-                condition,
-            )
+            .put_if(&self.keys.head(), Bytes::from(head_bytes), condition)
             .await
         {
             Ok(etag) => etag,
-            Err(StoreError::PreconditionFailed(_)) => {
-                let writer = match self.store.get(&self.keys.head()).await {
-                    Ok(bytes) => format::decode::<Head>(&self.keys.head(), &bytes)
-                        .map(|h| h.writer)
-                        .unwrap_or_default(),
-                    Err(_) => String::new(),
-                };
-                let writer = if writer.is_empty() {
-                    "unknown".to_string()
-                } else {
-                    writer
-                };
-                warn!(head = %self.keys.head(), %writer, "another writer committed to this prefix's catalog; offloads stop here");
-                *self.fenced_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer);
-                return Err(self.commit_refusal().expect("just set"));
+            Err(StoreError::PreconditionFailed(_)) => match self.read_head().await {
+                // A retried PUT whose first try landed: the head is ours.
+                Ok(Some((found, etag))) if found == next => etag,
+                Ok(found) => return Err(self.fence(found.map(|(h, _)| h.writer))),
+                Err(e) => {
+                    self.write().stale = true;
+                    return Err(CatalogError::OutcomeUnknown(e.to_string()));
+                }
+            },
+            Err(e) => {
+                self.write().stale = true;
+                return Err(CatalogError::OutcomeUnknown(e.to_string()));
             }
-            Err(e) => return Err(e.into()),
         };
         {
             let mut loaded = self.write();
+            loaded.state = Arc::new(state);
             loaded.stale = new_etag.is_none();
             loaded.known = true;
             loaded.etag = new_etag;
@@ -517,6 +563,61 @@ impl Catalog {
         }
         self.report_state();
         Ok(seq)
+    }
+
+    /// Writes a journal record or checkpoint for commit `seq`. Where the store honours
+    /// conditional writes it is written only if absent: an existing one is either debris of a
+    /// commit of ours that never reached the head (overwritten) or another writer's committed
+    /// record (this writer is fenced, and overwrites nothing).
+    async fn put_new(&self, key: &str, bytes: Vec<u8>, seq: u64) -> Result<(), CatalogError> {
+        self.count(1);
+        self.wrote(&bytes);
+        let body = Bytes::from(bytes);
+        if !self.conditional.load(Ordering::Relaxed) {
+            self.store.put(key, body).await?;
+            return Ok(());
+        }
+        match self
+            .store
+            .put_if(key, body.clone(), PutCondition::IfAbsent)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(StoreError::PreconditionFailed(_)) => match self.read_head().await? {
+                Some((head, _)) if head.seq >= seq => Err(self.fence(Some(head.writer))),
+                _ => {
+                    debug!(%key, "overwriting the debris of a commit that never reached the head");
+                    self.count(1);
+                    self.store.put(key, body).await?;
+                    Ok(())
+                }
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The head as the bucket has it now, with its ETag (`None`: there is none).
+    async fn read_head(&self) -> Result<Option<(Head, Option<String>)>, CatalogError> {
+        self.count(1);
+        match self.store.get_if_changed(&self.keys.head(), None).await {
+            Ok(Fetched::Object { body, etag }) => {
+                Ok(Some((format::decode(&self.keys.head(), &body)?, etag)))
+            }
+            Ok(Fetched::Unchanged) => unreachable!("no ETag was given"),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records that another writer committed (`writer` as its head names it) and says so.
+    fn fence(&self, writer: Option<String>) -> CatalogError {
+        let writer = writer
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "unknown".to_string());
+        warn!(head = %self.keys.head(), %writer, "another writer committed to this prefix's catalog; offloads stop here");
+        *self.fenced_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer);
+        self.write().stale = true;
+        self.commit_refusal().expect("just set")
     }
 
     /// Deletes, in the background, the journal records `(older, newer]` and checkpoint

@@ -90,10 +90,11 @@ impl Offloader {
                         debug!(topic = %name, segment = id, seq, "offload committed to the catalog");
                         self.mark_complete(topic, id, completed).await
                     }
-                    Err(e) if e.is_transient() => {
-                        // It may have landed: keep the intent for recovery to settle.
+                    Err(e) if e.may_have_landed() => {
+                        // It may have landed: keep the intent and the objects for the topic's
+                        // next task to settle against the bucket.
                         self.metrics.offload_errors.inc();
-                        error!(topic = %name, segment = id, error = %e, "the catalog commit's outcome is unknown; the offload is settled against the bucket at the next start");
+                        error!(topic = %name, segment = id, error = %e, "the catalog commit's outcome is unknown; the offload is settled against the bucket by the topic's next offload task");
                         return Err(e.into());
                     }
                     Err(e) => Err(e.into()),

@@ -49,6 +49,8 @@ pub struct Offloader {
     halted: Mutex<Option<String>>,
     /// Why the catalog could not be read or the lease taken at start, while that lasts.
     pub(super) unavailable: Mutex<Option<String>>,
+    /// Set when the mount stops: nothing more is committed.
+    stopping: AtomicBool,
 }
 
 /// How this mount takes the prefix's writer lease.
@@ -90,7 +92,7 @@ impl Offloader {
         metrics: Arc<Metrics>,
         lease_settings: LeaseSettings,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let offloader = Arc::new(Self {
             recovered: tokio::sync::watch::Sender::new(false),
             metrics,
             layout: Layout::new(&config.prefix),
@@ -105,7 +107,39 @@ impl Offloader {
             lease_settings,
             halted: Mutex::new(None),
             unavailable: Mutex::new(None),
-        })
+            stopping: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&offloader);
+        offloader.catalog.guard_commits(Arc::new(move || {
+            weak.upgrade()
+                .ok_or_else(|| "the offloader is gone".to_string())?
+                .may_commit()
+        }));
+        offloader
+    }
+
+    /// Whether a commit may go out now: this mount holds a current lease, was not deposed, and
+    /// is not stopping. Asked by the catalog right before each head is written.
+    fn may_commit(&self) -> Result<(), String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err("the mount is stopping".to_string());
+        }
+        if let Some(reason) = self.halted() {
+            return Err(reason);
+        }
+        match self.lease.get() {
+            None => Err("this mount does not hold the writer lease yet".to_string()),
+            Some(lease) if !lease.is_current() => Err(format!(
+                "the writer lease was not renewed within {:?}",
+                LEASE_TTL * 2 / 3
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Commits nothing more (the mount is going down); the lease can then be released.
+    pub fn stop_committing(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// Waits (up to `limit`) until the catalog is read and reconciled at start, so that an
@@ -197,8 +231,9 @@ impl Offloader {
         }
     }
 
-    /// Gives the lease up at a clean unmount (when no offload runs).
+    /// Gives the lease up at a clean unmount, once nothing more can be committed.
     pub async fn release_lease(&self) {
+        self.stop_committing();
         if let Some(lease) = self.lease.get()
             && self.halted().is_none()
             && let Err(e) = lease.release().await
@@ -418,11 +453,15 @@ impl Offloader {
         mut sealed: tokio::sync::mpsc::UnboundedReceiver<TopicName>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
+        // Heartbeats from the moment a lease is held: recovery may commit for a while.
+        let heartbeats = tokio::spawn(Arc::clone(&self).renew_lease(stop.clone()));
         tokio::select! {
             _ = self.recover() => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                heartbeats.abort();
+                return;
+            }
         }
-        let heartbeats = tokio::spawn(Arc::clone(&self).renew_lease(stop.clone()));
         let mut ticker = tokio::time::interval(SWEEP_PERIOD);
         let mut pass = 0u32;
         loop {
