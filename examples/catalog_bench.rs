@@ -38,13 +38,16 @@ enum Command {
         #[arg(long)]
         objects: bool,
     },
-    /// Fills one topic with BASE segments, then commits OFFLOADS more one at a time and
-    /// reports the catalog bytes each commit wrote
+    /// Fills one topic with BASE segments (1,000 a commit), offloads WARMUP more one at a
+    /// time (the bulk-loaded records get paged at the first checkpoint), then OFFLOADS more,
+    /// and reports the catalog bytes each of those commits wrote
     OffloadCost {
         #[arg(long)]
         config: PathBuf,
         #[arg(long, default_value_t = 100_000)]
         base: u64,
+        #[arg(long, default_value_t = 256)]
+        warmup: u64,
         #[arg(long, default_value_t = 256)]
         offloads: u64,
     },
@@ -162,6 +165,7 @@ async fn main() {
         Command::OffloadCost {
             config,
             base,
+            warmup,
             offloads,
         } => {
             let (store, config) = open(&config).await;
@@ -178,6 +182,16 @@ async fn main() {
                     .collect();
                 id += batch.len() as u64;
                 catalog.commit(batch).await.expect("commit");
+            }
+            for _ in 0..warmup {
+                id += 1;
+                catalog
+                    .commit(vec![Change::Offloaded {
+                        topic: topic.to_string(),
+                        segment: entry(id, 64 << 20),
+                    }])
+                    .await
+                    .expect("commit");
             }
             let mut costs = Vec::new();
             let mut requests = Vec::new();
@@ -198,7 +212,7 @@ async fn main() {
             costs.sort_unstable();
             requests.sort_unstable();
             println!(
-                "one offload in a topic of {base} segments: median {} bytes, mean {} bytes (checkpoints included), max {} bytes; median {} requests",
+                "one offload in a topic of {base}+{warmup} segments, {offloads} offloads: median {} bytes, mean {} bytes (checkpoints and pages included), max {} bytes; median {} requests",
                 costs[costs.len() / 2],
                 total / offloads,
                 costs[costs.len() - 1],

@@ -5,9 +5,9 @@
 #     --objects: `ls -R` never reads a segment's objects);
 #   - time from `tierfs mount --read-only` to the first complete `ls -R` of the mount;
 #   - requests made by one refresh of the unchanged bucket (the mount's own metrics);
-#   - catalog bytes written by one offload in a topic that already has 100,000 segments (1,600
-#     offloads, so that the window holds a checkpoint and the mean is the amortised cost), and in
-#     one of 100 segments, for comparison.
+#   - catalog bytes written by one offload in a topic that already has 100,000 segments, and in
+#     one of 100 segments, for comparison: 512 offloads after 256 of warm-up, so that the window
+#     holds checkpoints (every 128 commits at least) and the mean is the amortised cost.
 # Usage: scripts/bench-catalog.sh [TOPICS SEGMENTS] [--objects]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,5 +74,5 @@ r1=$(metric tierfs_catalog_requests_total); f1=$(metric tierfs_catalog_refreshes
 echo "idle refreshes: $((f1 - f0)), requests they made: $((r1 - r0)) ($(awk -v r=$((r1 - r0)) -v f=$((f1 - f0)) 'BEGIN { printf "%.2f", r / f }') per refresh, whatever the number of topics)"
 unmount
 
-"$bench" offload-cost --config "$work/cost-long.conf" --base 100000 --offloads 1600
-"$bench" offload-cost --config "$work/cost-short.conf" --base 100 --offloads 256
+"$bench" offload-cost --config "$work/cost-long.conf" --base 100000 --offloads 512
+"$bench" offload-cost --config "$work/cost-short.conf" --base 100 --offloads 512

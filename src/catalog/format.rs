@@ -4,6 +4,7 @@
 //! <prefix>/_tierfs/head.json                        the root: latest sequence number, checkpoint
 //! <prefix>/_tierfs/journal/<seq:020>.json           one commit: the changes it made
 //! <prefix>/_tierfs/checkpoint/<seq:020>.json        the whole state after commit <seq>
+//! <prefix>/_tierfs/page/<seq:020>-<n:04>.json       a page of one topic's segment records
 //! <prefix>/_tierfs/lease.json                       the writer lease (`lease.rs`)
 //! ```
 //!
@@ -51,6 +52,11 @@ impl CatalogKeys {
 
     pub fn checkpoint(&self, seq: u64) -> String {
         format!("{}checkpoint/{seq:020}.json", self.root)
+    }
+
+    /// Page `n` written with checkpoint `seq`.
+    pub fn page(&self, seq: u64, n: usize) -> String {
+        format!("{}page/{seq:020}-{n:04}.json", self.root)
     }
 
     /// The writer lease (`lease.rs`).
@@ -136,8 +142,38 @@ pub struct Checkpoint {
     pub seq: u64,
     /// Policies by `tenant/namespace`.
     pub policies: BTreeMap<String, NamespacePolicy>,
-    /// Segments by `tenant/namespace/topic`, oldest first.
-    pub topics: BTreeMap<String, Vec<SegmentEntry>>,
+    /// Segments by `tenant/namespace/topic`.
+    pub topics: BTreeMap<String, TopicCheckpoint>,
+}
+
+/// One topic in a checkpoint: pages written once and referenced by every later checkpoint,
+/// and the records no page holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicCheckpoint {
+    /// Oldest first, ranges not overlapping.
+    #[serde(default)]
+    pub pages: Vec<PageRef>,
+    /// Oldest first.
+    #[serde(default)]
+    pub segments: Vec<SegmentEntry>,
+}
+
+/// A page: every segment record of one topic whose id lies in `first..=last`, when it was
+/// written. Pages never change; a change to a segment in a page's range retires the page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRef {
+    pub key: String,
+    pub first: u64,
+    pub last: u64,
+    pub count: u64,
+}
+
+/// A page object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub format: u32,
+    pub topic: String,
+    pub segments: Vec<SegmentEntry>,
 }
 
 /// Why an object of the catalog cannot be used.

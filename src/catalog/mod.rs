@@ -13,21 +13,25 @@
 //!   the head is written `If-Match` its last ETag, so a second writer is detected (`Fenced`)
 //!   instead of silently forking the history.
 //! * **Cost**: one commit writes its journal record and the head, both O(1) in the length of
-//!   any topic; a checkpoint (O(state)) is written only after `max(64, segments / 64)` commits,
-//!   so its cost spread over those commits is at most 64 segment records each.
+//!   any topic. A checkpoint is written every `max(128, weight / 8)` commits; old records live
+//!   in immutable pages of 256 (`state.rs`) that each checkpoint references instead of
+//!   rewriting, so a checkpoint holds page references and at most two pages' worth of recent
+//!   records per topic. Each record is paged once; spread over its commits a checkpoint costs
+//!   at most 8 records each.
 //! * **Refresh** (readers): one conditional GET of the head (`If-None-Match`), answered 304
 //!   while nothing changed: O(1) requests whatever the number of topics. When it changed, the
 //!   journal records since the reader's sequence number are fetched in parallel (their keys
 //!   follow from the numbers; nothing is listed); a reader too far behind, or whose records
 //!   were already collected, starts again from the newest checkpoint.
 //! * **Collection**: when a checkpoint is written, the journal records and checkpoint older
-//!   than the *previous* checkpoint are deleted, so a reader one checkpoint behind still
-//!   finds what it needs.
+//!   than the *previous* checkpoint are deleted, and the pages only that one referenced, so a
+//!   reader one checkpoint behind still finds what it needs.
 
 pub mod format;
 pub mod lease;
 mod state;
 
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -39,15 +43,16 @@ pub use format::{CatalogKeys, Change, FormatError, Head, SegmentEntry};
 pub use lease::{Lease, LeaseError};
 pub use state::CatalogState;
 
-use format::{Checkpoint, FORMAT, JournalRecord};
+use format::{Checkpoint, FORMAT, JournalRecord, Page};
 
 use crate::store::{Fetched, ObjectStore, PutCondition, StoreError};
 
 /// Fewest commits between two checkpoints.
-const CHECKPOINT_MIN_COMMITS: u64 = 64;
-/// A checkpoint is written once the commits since the last one reach the segment count over
-/// this: each commit then pays for at most this many segment records of checkpoint.
-const CHECKPOINT_SPREAD: u64 = 64;
+const CHECKPOINT_MIN_COMMITS: u64 = 128;
+/// A checkpoint is written once the commits since the last one reach its weight (inline
+/// records and page references) over this: each commit then pays for at most this many
+/// records of checkpoint, besides writing its own records into a page once.
+const CHECKPOINT_SPREAD: u64 = 8;
 /// Journal records fetched at once.
 const PARALLEL_GETS: usize = 32;
 /// How often a commit that met a transient store error is tried in all.
@@ -111,6 +116,8 @@ pub struct Catalog {
     fenced_by: std::sync::Mutex<Option<String>>,
     /// Asked right before each head is written (the writer's lease).
     guard: std::sync::OnceLock<CommitGuard>,
+    /// The pages the last checkpoints reference, by checkpoint (for collection).
+    checkpoint_pages: std::sync::Mutex<VecDeque<(u64, BTreeSet<String>)>>,
     requests: AtomicU64,
     /// Bytes of catalog objects this catalog has written (journal, checkpoints, head).
     written: AtomicU64,
@@ -178,6 +185,7 @@ impl Catalog {
             conditional: AtomicBool::new(false),
             fenced_by: std::sync::Mutex::new(None),
             guard: std::sync::OnceLock::new(),
+            checkpoint_pages: std::sync::Mutex::new(VecDeque::new()),
             requests: AtomicU64::new(0),
             written: AtomicU64::new(0),
             metrics: std::sync::OnceLock::new(),
@@ -364,7 +372,7 @@ impl Catalog {
         Ok(true)
     }
 
-    /// The state at `head`, from its checkpoint and the journal after it.
+    /// The state at `head`, from its checkpoint (and its pages) and the journal after it.
     async fn read_from_checkpoint(&self, head: &Head) -> Result<CatalogState, CatalogError> {
         let mut state = if head.checkpoint > 0 {
             let key = self.keys.checkpoint(head.checkpoint);
@@ -378,13 +386,50 @@ impl Catalog {
                 }
                 .into());
             }
-            CatalogState::from_checkpoint(&key, checkpoint)?
+            let page_keys: Vec<String> = checkpoint
+                .topics
+                .values()
+                .flat_map(|t| t.pages.iter().map(|p| p.key.clone()))
+                .collect();
+            let mut pages = HashMap::with_capacity(page_keys.len());
+            for (page_key, bytes) in self.fetch_all(page_keys).await? {
+                let page: Page = format::decode(&page_key, &bytes)?;
+                pages.insert(page_key, page);
+            }
+            let state = CatalogState::from_checkpoint(&key, checkpoint, &pages)?;
+            self.remember_pages(head.checkpoint, state.page_keys());
+            state
         } else {
             CatalogState::default()
         };
         self.replay(&mut state, head.checkpoint + 1, head.seq)
             .await?;
         Ok(state)
+    }
+
+    /// GETs every key, [`PARALLEL_GETS`] at a time; the answers in the keys' order.
+    async fn fetch_all(&self, keys: Vec<String>) -> Result<Vec<(String, Bytes)>, CatalogError> {
+        let mut fetched = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(PARALLEL_GETS) {
+            let mut fetches = tokio::task::JoinSet::new();
+            for (i, key) in batch.iter().enumerate() {
+                let (store, key) = (Arc::clone(&self.store), key.clone());
+                fetches.spawn(async move {
+                    let bytes = store.get(&key).await;
+                    (i, key, bytes)
+                });
+            }
+            self.count(batch.len() as u64);
+            let mut answers = Vec::with_capacity(batch.len());
+            while let Some(done) = fetches.join_next().await {
+                let (i, key, bytes) =
+                    done.map_err(|e| StoreError::Other(format!("catalog fetch failed: {e}")))?;
+                answers.push((i, key, bytes?));
+            }
+            answers.sort_by_key(|(i, _, _)| *i);
+            fetched.extend(answers.into_iter().map(|(_, key, bytes)| (key, bytes)));
+        }
+        Ok(fetched)
     }
 
     /// Applies journal records `from..=to`, fetched in parallel, in order.
@@ -397,20 +442,9 @@ impl Catalog {
         let mut next = from;
         while next <= to {
             let last = to.min(next + PARALLEL_GETS as u64 - 1);
-            let mut fetches = tokio::task::JoinSet::new();
-            for seq in next..=last {
-                let (store, key) = (Arc::clone(&self.store), self.keys.journal(seq));
-                fetches.spawn(async move {
-                    let bytes = store.get(&key).await;
-                    (seq, key, bytes)
-                });
-            }
-            self.count(last - next + 1);
-            let mut records = Vec::with_capacity(fetches.len());
-            while let Some(done) = fetches.join_next().await {
-                let (seq, key, bytes) =
-                    done.map_err(|e| StoreError::Other(format!("catalog fetch failed: {e}")))?;
-                let record: JournalRecord = format::decode(&key, &bytes?)?;
+            let keys = (next..=last).map(|seq| self.keys.journal(seq)).collect();
+            for ((key, bytes), seq) in self.fetch_all(keys).await?.into_iter().zip(next..) {
+                let record: JournalRecord = format::decode(&key, &bytes)?;
                 if record.seq != seq {
                     return Err(FormatError::Invalid {
                         key,
@@ -418,15 +452,43 @@ impl Catalog {
                     }
                     .into());
                 }
-                records.push((key, record));
-            }
-            records.sort_by_key(|(_, r)| r.seq);
-            for (key, record) in records {
                 state.apply(&key, record.seq, &record.changes)?;
             }
             next = last + 1;
         }
         Ok(())
+    }
+
+    /// Keeps which pages checkpoint `seq` references (the last three checkpoints' sets), so
+    /// that pages no kept checkpoint references can be collected.
+    fn remember_pages(&self, seq: u64, pages: BTreeSet<String>) {
+        let mut known = self
+            .checkpoint_pages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        known.retain(|(s, _)| *s != seq);
+        known.push_back((seq, pages));
+        while known.len() > 3 {
+            known.pop_front();
+        }
+    }
+
+    /// Pages checkpoint `older` referenced that neither `kept` checkpoint does, when all are
+    /// known (after a restart some are not: their pages are then left, harmless).
+    fn unreferenced_pages(&self, older: u64, kept: [u64; 2]) -> Vec<String> {
+        let known = self
+            .checkpoint_pages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let find = |seq: u64| known.iter().find(|(s, _)| *s == seq).map(|(_, p)| p);
+        match (find(older), find(kept[0]), find(kept[1])) {
+            (Some(old), Some(a), Some(b)) => old
+                .iter()
+                .filter(|k| !a.contains(*k) && !b.contains(*k))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Commits `changes`, retrying transient store errors with backoff. A retried commit may
@@ -503,8 +565,8 @@ impl Catalog {
         self.put_new(&journal_key, format::encode(&record), seq)
             .await?;
         let since = seq - previous.checkpoint;
-        let due =
-            since >= CHECKPOINT_MIN_COMMITS.max(state.segment_count() as u64 / CHECKPOINT_SPREAD);
+        let due = since
+            >= CHECKPOINT_MIN_COMMITS.max(state.checkpoint_weight() as u64 / CHECKPOINT_SPREAD);
         let mut next = Head {
             format: FORMAT,
             seq,
@@ -514,6 +576,9 @@ impl Catalog {
             updated_ms: now_ms(),
         };
         if due {
+            for (key, page) in state.cut_pages(&self.keys, seq) {
+                self.put_new(&key, format::encode(&page), seq).await?;
+            }
             let bytes = format::encode(&state.to_checkpoint());
             self.put_new(&self.keys.checkpoint(seq), bytes, seq).await?;
             next.checkpoint = seq;
@@ -550,6 +615,10 @@ impl Catalog {
                 return Err(CatalogError::OutcomeUnknown(e.to_string()));
             }
         };
+        let checkpointed = next.checkpoint != previous.checkpoint;
+        if checkpointed {
+            self.remember_pages(seq, state.page_keys());
+        }
         {
             let mut loaded = self.write();
             loaded.state = Arc::new(state);
@@ -558,8 +627,10 @@ impl Catalog {
             loaded.etag = new_etag;
             loaded.head = Some(next.clone());
         }
-        if next.checkpoint != previous.checkpoint {
-            self.collect(previous.previous_checkpoint, previous.checkpoint);
+        if checkpointed {
+            let pages =
+                self.unreferenced_pages(previous.previous_checkpoint, [previous.checkpoint, seq]);
+            self.collect(previous.previous_checkpoint, previous.checkpoint, pages);
         }
         self.report_state();
         Ok(seq)
@@ -620,10 +691,11 @@ impl Catalog {
         self.commit_refusal().expect("just set")
     }
 
-    /// Deletes, in the background, the journal records `(older, newer]` and checkpoint
-    /// `older`: superseded by checkpoint `newer` and by the one just written.
-    fn collect(&self, older: u64, newer: u64) {
+    /// Deletes, in the background, the journal records `(older, newer]`, checkpoint `older`
+    /// and `pages`: superseded by checkpoint `newer` and by the one just written.
+    fn collect(&self, older: u64, newer: u64, pages: Vec<String>) {
         let mut keys: Vec<String> = (older + 1..=newer).map(|s| self.keys.journal(s)).collect();
+        keys.extend(pages);
         if older > 0 {
             keys.push(self.keys.checkpoint(older));
         }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::name::TopicName;
+use crate::store::ObjectStore;
 use crate::store::memory::MemoryStore;
 
 fn entry(id: u64) -> SegmentEntry {
@@ -67,33 +68,63 @@ async fn a_second_reader_sees_every_commit_and_an_idle_refresh_is_one_request() 
     assert_eq!(reader.state().segment_count(), 7);
 }
 
-#[tokio::test]
-async fn commits_write_constant_metadata_and_checkpoints_are_amortised() {
+/// A writer whose topic `t/ns/long` holds `base` segments, and the mean catalog bytes it then
+/// writes per single-segment commit over `commits` commits, after 256 commits of warm-up (the
+/// base is loaded 1,000 segments a commit: its records are paged once, at the first checkpoint,
+/// which a topic offloaded one segment at a time spreads over its own life).
+async fn mean_commit_bytes(base: u64, commits: u64) -> (Arc<MemoryStore>, Arc<Catalog>, u64) {
     let (store, writer) = pair();
     writer.open_for_writing().await.unwrap();
-    // A long topic: 3,000 segments in one checkpointed state.
-    let many: Vec<Change> = (1..=3000).map(|id| offloaded("t/ns/long", id)).collect();
-    writer.commit(many).await.unwrap();
-    let mut per_commit = Vec::new();
-    for id in 3001..=3200 {
-        let before = store.put_bytes.load(Ordering::SeqCst);
+    let mut id = 0;
+    while id < base {
+        let batch: Vec<Change> = (id + 1..=(id + 1000).min(base))
+            .map(|i| offloaded("t/ns/long", i))
+            .collect();
+        id += batch.len() as u64;
+        writer.commit(batch).await.unwrap();
+    }
+    for _ in 0..256 {
+        id += 1;
         writer
             .commit(vec![offloaded("t/ns/long", id)])
             .await
             .unwrap();
-        per_commit.push(store.put_bytes.load(Ordering::SeqCst) - before);
     }
-    per_commit.sort_unstable();
-    let median = per_commit[per_commit.len() / 2];
-    let total: u64 = per_commit.iter().sum();
-    assert!(median < 1024, "a plain commit wrote {median} bytes");
-    // Checkpoints of ~3,000 records were written every 64 commits: their cost spread over
-    // the commits stays a small multiple of a record, whatever the topic's length.
-    let record = format::encode(&entry(3000)).len() as u64;
+    let before = writer.bytes_written();
+    for _ in 0..commits {
+        id += 1;
+        writer
+            .commit(vec![offloaded("t/ns/long", id)])
+            .await
+            .unwrap();
+    }
+    let mean = (writer.bytes_written() - before) / commits;
+    (store, writer, mean)
+}
+
+#[tokio::test]
+async fn metadata_per_offload_stays_flat_as_a_topic_grows() {
+    let (_, _, short) = mean_commit_bytes(300, 384).await;
+    let (store, writer, long) = mean_commit_bytes(20_000, 384).await;
+    // Checkpoints are in both windows (every 128 commits at least): the means are amortised.
+    assert!(long < 2048, "{long} bytes per offload with 20,000 segments");
     assert!(
-        total / 200 < 1024 + 3200 * record / 64 + record,
-        "average {} bytes per commit",
-        total / 200
+        long < 2 * short,
+        "{long} bytes per offload with 20,000 segments, {short} with 300"
+    );
+    // Pages hold the old records: the newest checkpoint is small whatever the topic's length.
+    let checkpoints = store
+        .list(&format!("{}checkpoint/", writer.keys().root()))
+        .await
+        .unwrap();
+    let newest = checkpoints
+        .iter()
+        .max_by_key(|o| o.key.clone())
+        .unwrap_or_else(|| panic!("no checkpoint; head {:?}", writer.read().head));
+    assert!(
+        newest.size < 200_000,
+        "a checkpoint of {} bytes",
+        newest.size
     );
     // Collection (in the background) keeps the journal short.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -102,17 +133,64 @@ async fn commits_write_constant_metadata_and_checkpoints_are_amortised() {
         .await
         .unwrap();
     assert!(
-        journal.len() <= 2 * 64 + 1,
+        journal.len() <= 2 * 128 + 1,
         "{} journal records kept",
         journal.len()
     );
-    // A fresh reader gets the same state from the checkpoint and the tail of the journal.
+    // A fresh reader gets the same state from the checkpoint, its pages and the journal tail.
     let reader = Catalog::new(store.clone(), "pre");
     let before = store.requests.load(Ordering::SeqCst);
     reader.load().await.unwrap();
-    assert!(store.requests.load(Ordering::SeqCst) - before <= 2 + 64);
+    let pages = 20_640 / 256 + 1;
+    assert!(store.requests.load(Ordering::SeqCst) - before <= 2 + pages + 128);
     assert_eq!(*reader.state(), *writer.state());
-    assert_eq!(reader.state().segment_count(), 3200);
+    assert_eq!(reader.state().segment_count(), 20_640);
+}
+
+#[tokio::test]
+async fn a_change_inside_a_page_retires_it_and_readers_stay_exact() {
+    let (store, writer, _) = mean_commit_bytes(2_000, 200).await;
+    let long = TopicName::parse("t/ns/long").unwrap();
+    // Delete segments inside the oldest pages and replace one with another copy.
+    writer
+        .commit(vec![
+            Change::SegmentDeleted {
+                topic: "t/ns/long".into(),
+                id: 1,
+            },
+            Change::Offloaded {
+                topic: "t/ns/long".into(),
+                segment: SegmentEntry {
+                    uuid: "another-copy".into(),
+                    ..entry(300)
+                },
+            },
+        ])
+        .await
+        .unwrap();
+    for id in 2_457..=2_756 {
+        writer
+            .commit(vec![offloaded("t/ns/long", id)])
+            .await
+            .unwrap();
+    }
+    let reader = Catalog::new(store.clone(), "pre");
+    reader.load().await.unwrap();
+    assert_eq!(*reader.state(), *writer.state());
+    let state = reader.state();
+    assert!(state.segment(&long, 1).is_none());
+    assert_eq!(state.segment(&long, 300).unwrap().uuid, "another-copy");
+    assert_eq!(state.segment_count(), 2_755);
+    // Pages no kept checkpoint references were collected; the ones referenced are all there.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let listed: std::collections::BTreeSet<String> = store
+        .list(&format!("{}page/", writer.keys().root()))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert!(writer.state().page_keys().is_subset(&listed));
 }
 
 #[tokio::test]

@@ -120,6 +120,7 @@ impl Offloader {
                 namespaces = only_local.len(),
                 "recording namespace policies in the bucket's catalog"
             );
+            self.ensure_lease().await?;
             self.catalog.commit(only_local).await?;
         }
         let adopted = self.catalog.state().policies().clone();
@@ -160,6 +161,7 @@ impl Offloader {
         }
         if !missing.is_empty() {
             info!(topic = %topic.name(), segments = missing.len(), "republishing completed offloads in the bucket's catalog");
+            self.ensure_lease().await?;
             self.catalog.commit(missing).await?;
         }
         Ok(())
@@ -204,6 +206,7 @@ impl Offloader {
         policy: &super::NamespacePolicy,
     ) -> Result<(), OffloadError> {
         let policy = (*policy != super::NamespacePolicy::default()).then(|| policy.clone());
+        self.ensure_lease().await?;
         self.catalog
             .commit(vec![Change::Policy {
                 namespace: ns.to_string(),
