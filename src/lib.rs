@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod mount;
 pub mod name;
 pub mod offload;
+pub mod pulsar;
 pub mod recover;
 pub mod store;
 pub mod units;

@@ -46,6 +46,14 @@ proptest! {
     }
 
     #[test]
+    fn pulsar_blocks_and_indexes_decode_without_panicking(
+        bytes in prop::collection::vec(any::<u8>(), 0..400), first in 0u64..4, last in 0u64..8) {
+        let _ = tierfs::pulsar::offload_format::LedgerIndex::decode(&bytes);
+        let _ = tierfs::pulsar::offload_format::entries_of_block(&bytes, first, last);
+        let _ = tierfs::pulsar::offload_format::BlockHeader::decode(&bytes);
+    }
+
+    #[test]
     fn catalog_objects_decode_without_panicking(text in "(?s).{0,300}") {
         let _ = decode::<Head>("head", text.as_bytes());
         let _ = decode::<JournalRecord>("journal", text.as_bytes());
