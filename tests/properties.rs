@@ -51,6 +51,8 @@ proptest! {
         let _ = tierfs::pulsar::offload_format::LedgerIndex::decode(&bytes);
         let _ = tierfs::pulsar::offload_format::entries_of_block(&bytes, first, last);
         let _ = tierfs::pulsar::offload_format::BlockHeader::decode(&bytes);
+        let _ = tierfs::pulsar::entry::messages(&bytes);
+        let _ = tierfs::pulsar::entry::checksum(&bytes);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! writes, decoded and checked here; a writer of the same format for tests and benchmarks.
 //! The `--pulsar` mount, `tierfs pulsar messages|verify|scan` build on these.
 
+pub mod entry;
 pub mod offload_format;
+pub mod proto;
 pub mod writer;
 
 #[cfg(test)]
@@ -15,6 +17,8 @@ pub enum PulsarError {
     Block(String),
     #[error("index object: {0}")]
     Index(String),
+    #[error("malformed entry: {0}")]
+    Entry(String),
     #[error("cannot write a ledger: {0}")]
     Writer(String),
 }

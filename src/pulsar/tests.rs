@@ -124,3 +124,227 @@ fn an_entry_larger_than_a_block_is_refused() {
     let err = write_ledger(&[vec![0; 2000]], 1024, None, 0).unwrap_err();
     assert!(err.to_string().contains("does not fit"), "{err}");
 }
+
+mod entries {
+    use std::io::Write;
+
+    use prost::Message as _;
+
+    use crate::pulsar::entry::{Checksum, checksum, messages};
+    use crate::pulsar::proto::{
+        BrokerEntryMetadata, KeyValue, MessageMetadata, SingleMessageMetadata,
+    };
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn metadata() -> MessageMetadata {
+        MessageMetadata {
+            producer_name: "producer-1".into(),
+            sequence_id: 10,
+            publish_time: 1_764_000_000_000,
+            properties: vec![kv("a", "1")],
+            partition_key: Some("key-1".into()),
+            ..Default::default()
+        }
+    }
+
+    /// An entry as a broker frames it.
+    fn frame(
+        meta: &MessageMetadata,
+        payload: &[u8],
+        with_checksum: bool,
+        broker: Option<BrokerEntryMetadata>,
+    ) -> Vec<u8> {
+        let meta = meta.encode_to_vec();
+        let mut tail = (meta.len() as u32).to_be_bytes().to_vec();
+        tail.extend_from_slice(&meta);
+        tail.extend_from_slice(payload);
+        let mut out = Vec::new();
+        if let Some(broker) = broker {
+            let bytes = broker.encode_to_vec();
+            out.extend_from_slice(&0x0e02u16.to_be_bytes());
+            out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            out.extend_from_slice(&bytes);
+        }
+        if with_checksum {
+            out.extend_from_slice(&0x0e01u16.to_be_bytes());
+            out.extend_from_slice(&crc32c::crc32c(&tail).to_be_bytes());
+        }
+        out.extend_from_slice(&tail);
+        out
+    }
+
+    fn batch(bodies: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, body) in bodies.iter().enumerate() {
+            let single = SingleMessageMetadata {
+                properties: vec![kv("i", &i.to_string())],
+                partition_key: Some(format!("k{i}")),
+                payload_size: body.len() as i32,
+                event_time: Some(5),
+                sequence_id: Some(100 + i as u64),
+            }
+            .encode_to_vec();
+            out.extend_from_slice(&(single.len() as u32).to_be_bytes());
+            out.extend_from_slice(&single);
+            out.extend_from_slice(body);
+        }
+        out
+    }
+
+    fn compress(codec: i32, data: &[u8]) -> Vec<u8> {
+        match codec {
+            0 => data.to_vec(),
+            1 => lz4_flex::block::compress(data),
+            2 => {
+                let mut z =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+                z.write_all(data).unwrap();
+                z.finish().unwrap()
+            }
+            3 => zstd::bulk::compress(data, 3).unwrap(),
+            4 => snap::raw::Encoder::new().compress_vec(data).unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_plain_message_with_checksum_key_and_properties() {
+        let entry = frame(&metadata(), b"hello", true, None);
+        assert_eq!(checksum(&entry).unwrap(), Checksum::Good);
+        let decoded = messages(&entry).unwrap();
+        assert_eq!(decoded.len(), 1);
+        let m = &decoded[0];
+        assert_eq!(m.batch_index, -1);
+        assert_eq!(m.producer, "producer-1");
+        assert_eq!(m.sequence_id, 10);
+        assert_eq!(m.key.as_deref(), Some("key-1"));
+        assert_eq!(m.properties["a"], "1");
+        assert_eq!(m.payload, b"hello");
+        assert_eq!((m.event_time, m.broker_timestamp), (0, None));
+        let mut flipped = entry.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(matches!(checksum(&flipped).unwrap(), Checksum::Bad { .. }));
+        let plain = frame(&metadata(), b"hello", false, None);
+        assert_eq!(checksum(&plain).unwrap(), Checksum::Absent);
+    }
+
+    #[test]
+    fn batches_in_every_codec_split_into_their_messages() {
+        let bodies: [&[u8]; 3] = [b"first", b"", &[0xff, 0x00, 0x80]];
+        let raw = batch(&bodies);
+        for codec in 0..=4 {
+            let meta = MessageMetadata {
+                compression: Some(codec),
+                uncompressed_size: Some(raw.len() as u32),
+                num_messages_in_batch: Some(3),
+                ..metadata()
+            };
+            let entry = frame(
+                &meta,
+                &compress(codec, &raw),
+                true,
+                Some(BrokerEntryMetadata {
+                    broker_timestamp: Some(77),
+                    index: Some(9),
+                }),
+            );
+            let decoded = messages(&entry).unwrap_or_else(|e| panic!("codec {codec}: {e}"));
+            assert_eq!(decoded.len(), 3, "codec {codec}");
+            for (i, m) in decoded.iter().enumerate() {
+                assert_eq!(m.batch_index, i as i32);
+                assert_eq!(m.payload, bodies[i]);
+                assert_eq!(m.sequence_id, 100 + i as u64);
+                assert_eq!(m.key.as_deref(), Some(format!("k{i}").as_str()));
+                assert_eq!(m.properties["i"], i.to_string());
+                assert_eq!(m.event_time, 5);
+                assert_eq!((m.broker_timestamp, m.broker_index), (Some(77), Some(9)));
+            }
+        }
+    }
+
+    #[test]
+    fn messages_print_as_one_json_line_each() {
+        let entry = frame(
+            &metadata(),
+            b"hello",
+            false,
+            Some(BrokerEntryMetadata {
+                broker_timestamp: Some(1),
+                index: Some(2),
+            }),
+        );
+        let m = &messages(&entry).unwrap()[0];
+        let line = crate::pulsar::entry::json_line(7, 3, m);
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["ledger"], 7);
+        assert_eq!(value["entry"], 3);
+        assert_eq!(value["batch_index"], -1);
+        assert_eq!(value["producer"], "producer-1");
+        assert_eq!(value["key"], "key-1");
+        assert_eq!(value["properties"]["a"], "1");
+        assert_eq!(value["payload"], "hello");
+        assert_eq!(value["broker_timestamp"], 1);
+        assert_eq!(value["broker_index"], 2);
+        assert!(!line.contains('\n'));
+        let binary = frame(
+            &MessageMetadata {
+                partition_key: None,
+                ..metadata()
+            },
+            &[0xff, 0xfe],
+            false,
+            None,
+        );
+        let value: serde_json::Value = serde_json::from_str(&crate::pulsar::entry::json_line(
+            7,
+            4,
+            &messages(&binary).unwrap()[0],
+        ))
+        .unwrap();
+        assert_eq!(value["payload_base64"], "//4=");
+        assert!(value["key"].is_null());
+        assert!(value.get("payload").is_none() && value.get("broker_index").is_none());
+    }
+
+    #[test]
+    fn malformed_entries_are_errors_never_panics() {
+        let raw = batch(&[b"abc", b"defg"]);
+        let meta = MessageMetadata {
+            compression: Some(1),
+            uncompressed_size: Some(raw.len() as u32),
+            num_messages_in_batch: Some(2),
+            ..metadata()
+        };
+        let entry = frame(&meta, &compress(1, &raw), true, None);
+        for len in 0..entry.len() {
+            let _ = messages(&entry[..len]);
+        }
+        for at in 0..entry.len() {
+            let mut bad = entry.clone();
+            bad[at] ^= 0x5a;
+            let _ = messages(&bad);
+        }
+        let lying = MessageMetadata {
+            uncompressed_size: Some(raw.len() as u32 + 1),
+            ..meta.clone()
+        };
+        let err = messages(&frame(&lying, &compress(1, &raw), false, None)).unwrap_err();
+        assert!(err.to_string().contains("LZ4 payload"), "{err}");
+        let unknown = MessageMetadata {
+            compression: Some(9),
+            ..meta
+        };
+        let err = messages(&frame(&unknown, b"x", false, None)).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown compression type 9"),
+            "{err}"
+        );
+    }
+}
