@@ -183,28 +183,23 @@ async fn main() {
                 id += batch.len() as u64;
                 catalog.commit(batch).await.expect("commit");
             }
+            // One offload's commit: what a writer commits when a segment's objects are done.
+            let offload = |id: u64| {
+                catalog.commit(vec![Change::Offloaded {
+                    topic: topic.to_string(),
+                    segment: entry(id, 64 << 20),
+                }])
+            };
             for _ in 0..warmup {
                 id += 1;
-                catalog
-                    .commit(vec![Change::Offloaded {
-                        topic: topic.to_string(),
-                        segment: entry(id, 64 << 20),
-                    }])
-                    .await
-                    .expect("commit");
+                offload(id).await.expect("commit");
             }
             let mut costs = Vec::new();
             let mut requests = Vec::new();
             for _ in 0..offloads {
                 id += 1;
                 let (bytes, asked) = (catalog.bytes_written(), catalog.requests());
-                catalog
-                    .commit(vec![Change::Offloaded {
-                        topic: topic.to_string(),
-                        segment: entry(id, 64 << 20),
-                    }])
-                    .await
-                    .expect("commit");
+                offload(id).await.expect("commit");
                 costs.push(catalog.bytes_written() - bytes);
                 requests.push(catalog.requests() - asked);
             }
