@@ -533,15 +533,34 @@ fn s3_script(args: &[&str]) {
     );
 }
 
+/// Runs `s3-server.sh COMMAND DIR [ARGS…]` in a new directory (one start at a time); returns
+/// the directory, the endpoint and the bucket its env file names.
+fn start_server(command: &[&str]) -> (tempfile::TempDir, String, String) {
+    let _one_at_a_time = SERVER_STARTS.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![command[0], dir.path().to_str().unwrap()];
+    args.extend_from_slice(&command[1..]);
+    s3_script(&args);
+    let endpoint = env_value(dir.path(), "TIERFS_TEST_S3_ENDPOINT");
+    let bucket = env_value(dir.path(), "TIERFS_TEST_S3_BUCKET");
+    (dir, endpoint, bucket)
+}
+
+/// Runs `s3-server.sh COMMAND DIR` and ignores how it went (for `Drop`).
+fn stop_server(command: &str, dir: &Path) {
+    let _ = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3-server.sh"))
+        .args([command, dir.to_str().unwrap()])
+        .output();
+}
+
 impl OwnS3 {
     pub fn start() -> Self {
-        let _one_at_a_time = SERVER_STARTS.lock().unwrap_or_else(|p| p.into_inner());
-        let dir = tempfile::tempdir().unwrap();
-        s3_script(&["start", dir.path().to_str().unwrap()]);
+        let (dir, endpoint, bucket) = start_server(&["start"]);
         Self {
-            endpoint: env_value(dir.path(), "TIERFS_TEST_S3_ENDPOINT"),
-            bucket: env_value(dir.path(), "TIERFS_TEST_S3_BUCKET"),
             dir,
+            endpoint,
+            bucket,
         }
     }
 
@@ -560,10 +579,7 @@ impl OwnS3 {
 
 impl Drop for OwnS3 {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3-server.sh"))
-            .args(["stop", self.dir.path().to_str().unwrap()])
-            .output();
+        stop_server("stop", self.dir.path());
     }
 }
 
@@ -594,13 +610,11 @@ pub struct S3Cluster {
 
 impl S3Cluster {
     pub fn start() -> Self {
-        let _one_at_a_time = SERVER_STARTS.lock().unwrap_or_else(|p| p.into_inner());
-        let dir = tempfile::tempdir().unwrap();
-        s3_script(&["start-cluster", dir.path().to_str().unwrap(), "3"]);
+        let (dir, endpoint, bucket) = start_server(&["start-cluster", "3"]);
         Self {
-            endpoint: env_value(dir.path(), "TIERFS_TEST_S3_ENDPOINT"),
-            bucket: env_value(dir.path(), "TIERFS_TEST_S3_BUCKET"),
             dir,
+            endpoint,
+            bucket,
         }
     }
 
@@ -620,10 +634,7 @@ impl S3Cluster {
 
 impl Drop for S3Cluster {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3-server.sh"))
-            .args(["stop-cluster", self.dir.path().to_str().unwrap()])
-            .output();
+        stop_server("stop-cluster", self.dir.path());
     }
 }
 
