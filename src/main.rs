@@ -31,6 +31,84 @@ enum Command {
     /// Rebuild a lost data directory from the bucket: every topic, offloaded segment and
     /// namespace policy the bucket's catalog records
     Recover(RecoverArgs),
+    /// Read what Apache Pulsar's own offloader wrote: messages of ledger files of a
+    /// `--pulsar` mount, their checksums, and a check of the whole bucket
+    #[command(subcommand)]
+    Pulsar(PulsarCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PulsarCommand {
+    /// Print every message of the ledger files (or directories of them) as JSON lines
+    Messages {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Check every entry's CRC32C and every block's structure; a summary per ledger
+    Verify {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Report every object of the bucket (OK, INCOMPLETE, DUPLICATE, UNKNOWN), open uploads
+    /// and totals; deletes nothing
+    Scan {
+        /// The broker.conf naming the offload bucket
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON document instead of the table
+        #[arg(long)]
+        json: bool,
+        /// Abort open uploads of Pulsar data objects started longer ago than this (e.g. 1d)
+        #[arg(long, value_parser = tierfs::units::parse_duration)]
+        abort_uploads_older_than: Option<std::time::Duration>,
+    },
+}
+
+fn run_pulsar(command: PulsarCommand) -> ExitCode {
+    use tierfs::pulsar::cli;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let (what, result) = match command {
+        PulsarCommand::Messages { paths } => ("messages", cli::messages(&paths, &mut out)),
+        PulsarCommand::Verify { paths } => ("verify", cli::verify(&paths, &mut out)),
+        PulsarCommand::Scan {
+            config,
+            json,
+            abort_uploads_older_than,
+        } => {
+            return match cli::scan(&config, json, abort_uploads_older_than) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tierfs pulsar scan: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    match result {
+        Ok(outcome) if outcome.bad.is_empty() => ExitCode::SUCCESS,
+        Ok(outcome) => {
+            eprintln!(
+                "tierfs pulsar {what}: {} bad entries: {}",
+                outcome.bad.len(),
+                outcome.bad.join(" ")
+            );
+            ExitCode::FAILURE
+        }
+        // A reader that went away (`| head`) is not a failure.
+        Err(cli::CliError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tierfs pulsar {what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,7 +169,12 @@ struct MountArgs {
     /// it is dead: two writers on one prefix lose offloads)
     #[arg(long, conflicts_with = "read_only")]
     take_over: bool,
-    /// How often a read-only mount looks for changes in the bucket (one conditional GET)
+    /// Mount the ledgers Apache Pulsar's own offloader wrote to the bucket --config names,
+    /// read-only: MNT/<managed-ledger>/<ledgerId>.ledger (see docs/PULSAR.md)
+    #[arg(long, conflicts_with_all = ["read_only", "take_over"])]
+    pulsar: bool,
+    /// How often a read-only mount looks for changes in the bucket (one conditional GET;
+    /// a --pulsar mount lists the bucket again)
     #[arg(long, default_value = "5s", value_parser = parse_refresh_interval)]
     refresh_interval: std::time::Duration,
     /// Log filter, e.g. `info` or `tierfs=debug` (RUST_LOG works too)
@@ -150,6 +233,7 @@ fn main() -> ExitCode {
                 read_only: args.read_only,
                 refresh_interval: args.refresh_interval,
                 take_over: args.take_over,
+                pulsar: args.pulsar,
             };
             match run_mount(options) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -178,6 +262,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Pulsar(command) => run_pulsar(command),
         Command::Admin(args) => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

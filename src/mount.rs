@@ -51,6 +51,8 @@ pub struct MountOptions {
     pub refresh_interval: Duration,
     /// Take the prefix's writer lease even from a writer that looks alive.
     pub take_over: bool,
+    /// Show the ledgers Pulsar's own offloader left in the bucket, read-only.
+    pub pulsar: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,8 @@ pub enum MountError {
     Policy(#[from] PolicyError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("--pulsar: {0}")]
+    Pulsar(String),
 }
 
 /// Why the mount is going down.
@@ -110,6 +114,9 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
         source,
     })?;
     let _lock = DataDirLock::acquire(&options.data_dir, &options.mountpoint)?;
+    if options.pulsar {
+        return run_pulsar(&options, &config);
+    }
     if options.read_only {
         return run_read_only(&options, &config);
     }
@@ -273,6 +280,150 @@ fn run_read_only(options: &MountOptions, config: &Config) -> Result<(), MountErr
     endpoint::withdraw(&options.data_dir);
     info!("tierfs stopped cleanly");
     Ok(())
+}
+
+/// A read-only mount of the ledgers Pulsar's offloader left in a bucket (`--pulsar`): the
+/// bucket is surveyed, one file shown per complete ledger, and surveyed again every
+/// `--refresh-interval`.
+fn run_pulsar(options: &MountOptions, config: &Config) -> Result<(), MountError> {
+    use crate::pulsar::{bucket::IndexCache, reader::LedgerCache, tree::PulsarBucket};
+    if options.config_file.is_none() {
+        return Err(MountError::Pulsar(
+            "needs --config: a broker.conf naming the offload bucket (managedLedgerOffloadDriver, s3ManagedLedgerOffloadBucket, …)".into(),
+        ));
+    }
+    if !config.offload.driver.is_object_store() {
+        return Err(MountError::Pulsar(format!(
+            "the {} driver writes Hadoop MapFiles, which tierfs does not read; --pulsar mounts buckets of the aws-s3, S3 and aliyun-oss drivers",
+            config.offload.driver
+        )));
+    }
+    let runtime = start_runtime()?;
+    let metrics = Arc::new(Metrics::default());
+    let store = runtime
+        .block_on(store::connect(&config.offload, &options.data_dir))
+        .map_err(MountError::Store)?;
+    let cache = LedgerCache::new(
+        Arc::clone(&store),
+        options.cache.memory_bytes,
+        options.cache.read_timeout,
+        Arc::clone(&metrics),
+    );
+    let index_dir = options.data_dir.join("pulsar-index");
+    let index_cache = IndexCache::open(&index_dir).map_err(|source| MountError::DataDir {
+        path: index_dir,
+        source,
+    })?;
+    let prefix = match config.offload.prefix.as_str() {
+        "" => String::new(),
+        p => format!("{p}/"),
+    };
+    let bucket = runtime
+        .block_on(PulsarBucket::open(
+            cache,
+            prefix,
+            Some(index_cache),
+            options.data_dir.clone(),
+        ))
+        .map_err(MountError::Store)?;
+    let bucket = Arc::new(bucket);
+    let survey = bucket.survey();
+    info!(
+        store = %store.url(""),
+        ledgers = bucket.tree().len(),
+        copies = survey.copies.len(),
+        uploads = survey.uploads.len(),
+        "Pulsar offload bucket surveyed"
+    );
+    let (listener, admin_addr) = bind_admin(&runtime, options.admin_listen)?;
+    let fs = Arc::new(TierFs::pulsar(
+        Arc::clone(&bucket),
+        RemoteTier {
+            store: Arc::clone(&store),
+            prefer_remote: true,
+            cache: Cache::new(
+                Arc::clone(&store),
+                options.cache.clone(),
+                Arc::clone(&metrics),
+            ),
+            runtime: runtime.handle().clone(),
+        },
+    ));
+    let session = mount_fuse(&fs, options)?;
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = runtime.spawn(server::serve(
+        listener,
+        crate::admin::pulsar_mount::router(Arc::clone(&metrics), options.admin_token.clone()),
+        async {
+            let _ = admin_stopped.await;
+        },
+    ));
+    let (stop_refresh, refresh_stopped) = tokio::sync::watch::channel(false);
+    let refresher = runtime.spawn(follow_pulsar_bucket(
+        Arc::clone(&fs),
+        bucket,
+        metrics,
+        options.refresh_interval,
+        refresh_stopped,
+    ));
+    let url =
+        endpoint::publish(&options.data_dir, admin_addr).map_err(|source| MountError::Admin {
+            addr: admin_addr,
+            source,
+        })?;
+    info!(mountpoint = %options.mountpoint.display(), admin = %url, "tierfs mounted read-only over Pulsar's offloaded ledgers");
+    serve_until_stopped(&runtime, session, &options.mountpoint);
+    let _ = stop_refresh.send(true);
+    let _ = runtime.block_on(refresher);
+    let _ = stop_admin.send(());
+    let _ = runtime.block_on(admin);
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    endpoint::withdraw(&options.data_dir);
+    info!("tierfs stopped cleanly");
+    Ok(())
+}
+
+/// A `--pulsar` mount's refresh loop: the bucket is listed again (index objects already read
+/// are not read again); ledgers that left it are dropped from the kernel's cache.
+async fn follow_pulsar_bucket(
+    fs: Arc<TierFs>,
+    bucket: Arc<crate::pulsar::tree::PulsarBucket>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        metrics.catalog_refreshes.inc();
+        match bucket.refresh().await {
+            Ok(gone) => {
+                for (dir, id) in gone {
+                    let parent = match dir.as_str() {
+                        "" => Node::Root,
+                        _ => Node::LedgerDir(dir),
+                    };
+                    fs.forget_name(&parent, &crate::pulsar::bucket::ledger_file_name(id));
+                }
+                if failing {
+                    info!("the bucket is readable again");
+                    failing = false;
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    warn!(error = %e, "cannot list the bucket again; showing what was last listed");
+                }
+                failing = true;
+            }
+        }
+    }
 }
 
 /// A read-only mount's refresh loop: one conditional GET of the catalog's head per interval;

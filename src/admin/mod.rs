@@ -4,5 +4,6 @@ pub mod cli;
 pub mod client;
 pub mod endpoint;
 pub mod model;
+pub mod pulsar_mount;
 pub mod read_only;
 pub mod server;

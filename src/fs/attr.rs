@@ -134,6 +134,25 @@ impl Owner {
         }
     }
 
+    /// A file whose bytes never change and live in the bucket (a Pulsar ledger), dated `at`.
+    pub fn immutable_remote(&self, ino: u64, size: u64, at: SystemTime) -> Attr {
+        Attr {
+            ino,
+            kind: Kind::File,
+            size,
+            perm: SEALED_MODE,
+            nlink: 1,
+            uid: self.uid,
+            gid: self.gid,
+            atime: at,
+            mtime: at,
+            ctime: at,
+            crtime: at,
+            immutable: true,
+            local: false,
+        }
+    }
+
     pub fn active(&self, ino: u64, active: &ActiveInfo) -> Attr {
         Attr {
             ino,

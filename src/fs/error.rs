@@ -33,11 +33,19 @@ pub enum FsError {
         path: String,
         source: crate::cache::CacheError,
     },
-    /// A change asked of a read-only mount (EROFS).
-    #[error(
-        "{path}: {op} refused: this mount shows the bucket read-only (tierfs mount --read-only); change it through the writer's mount"
-    )]
-    ReadOnly { path: String, op: &'static str },
+    /// A change asked of a read-only mount (EROFS); `why` says which kind of mount.
+    #[error("{path}: {op} refused: {why}")]
+    ReadOnly {
+        path: String,
+        op: &'static str,
+        why: &'static str,
+    },
+    /// Reading a Pulsar ledger failed (the store, or a block not as its index describes): EIO.
+    #[error("{path}: {source}")]
+    Ledger {
+        path: String,
+        source: crate::pulsar::reader::ReadError,
+    },
     #[error("file handle {0} is not open")]
     BadHandle(u64),
     #[error("{path} has no extended attribute {name}")]

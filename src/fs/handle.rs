@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use super::attr::Attr;
 use crate::cache::{ReadAhead, RemoteObject};
 use crate::log::Topic;
+use crate::pulsar::reader::LedgerReader;
 
 #[derive(Debug, Clone)]
 pub struct DirEntry {
@@ -39,6 +40,15 @@ pub enum Handle {
     },
     Directory {
         entries: Vec<DirEntry>,
+    },
+    /// A Pulsar ledger file; `next` is where the last read ended (sequential detection).
+    Ledger {
+        reader: Arc<LedgerReader>,
+        next: Mutex<Option<u64>>,
+    },
+    /// A ledger's entry-lengths file.
+    EntryLengths {
+        reader: Arc<LedgerReader>,
     },
 }
 

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use crate::log::data_file_name;
 use crate::name::{NamespaceName, TopicName};
+use crate::pulsar::bucket::{entry_lengths_name, ledger_file_name};
 
 pub const ROOT_INO: u64 = 1;
 
@@ -25,13 +26,19 @@ pub enum Node {
     Segment(TopicName, u64),
     /// The topic's active segment, under the stable name `active`.
     Active(TopicName),
+    /// A directory of a `--pulsar` mount, by path (no leading `/`).
+    LedgerDir(String),
+    /// A ledger file of a `--pulsar` mount: its directory and ledger id.
+    Ledger(String, u64),
+    /// The entry lengths of a ledger (`.<ledgerId:020>.entries`, found by name, not listed).
+    EntryLengths(String, u64),
 }
 
 impl Node {
     pub fn is_dir(&self) -> bool {
         matches!(
             self,
-            Node::Root | Node::Tenant(_) | Node::Namespace(_) | Node::Topic(_)
+            Node::Root | Node::Tenant(_) | Node::Namespace(_) | Node::Topic(_) | Node::LedgerDir(_)
         )
     }
 }
@@ -46,6 +53,9 @@ impl fmt::Display for Node {
             Node::Topic(t) => write!(f, "/{t}"),
             Node::Segment(t, id) => write!(f, "/{t}/{}", data_file_name(*id)),
             Node::Active(t) => write!(f, "/{t}/active"),
+            Node::LedgerDir(path) => write!(f, "/{path}"),
+            Node::Ledger(dir, id) => write!(f, "/{dir}/{}", ledger_file_name(*id)),
+            Node::EntryLengths(dir, id) => write!(f, "/{dir}/{}", entry_lengths_name(*id)),
         }
     }
 }

@@ -14,6 +14,7 @@ mod attr;
 mod error;
 mod handle;
 mod inode;
+mod ledgers;
 mod tree;
 mod xattr;
 
@@ -143,6 +144,11 @@ impl TierFs {
         Self::over(Tree::Bucket(bucket), Some(remote))
     }
 
+    /// A read-only filesystem of the ledgers Pulsar's offloader left in a bucket.
+    pub fn pulsar(bucket: Arc<crate::pulsar::tree::PulsarBucket>, remote: RemoteTier) -> Self {
+        Self::over(Tree::Pulsar(bucket), Some(remote))
+    }
+
     fn over(tree: Tree, remote: Option<RemoteTier>) -> Self {
         Self {
             tree,
@@ -188,6 +194,14 @@ impl TierFs {
         self.tree.log().ok_or_else(|| FsError::ReadOnly {
             path: path.to_string(),
             op,
+            why: match self.tree {
+                Tree::Pulsar(_) => {
+                    "this mount shows what Pulsar offloaded, read-only (tierfs mount --pulsar)"
+                }
+                _ => {
+                    "this mount shows the bucket read-only (tierfs mount --read-only); change it through the writer's mount"
+                }
+            },
         })
     }
 
@@ -209,6 +223,9 @@ impl TierFs {
                 parent.to_string().trim_end_matches('/')
             ))
         };
+        if self.pulsar_mount() {
+            return self.ledger_child(parent, name);
+        }
         let node = match parent {
             Node::Root => self
                 .tree
@@ -239,9 +256,7 @@ impl TierFs {
                         .map(|id| Node::Segment(t.clone(), id))
                 }
             }
-            Node::Segment(..) | Node::Active(_) => {
-                return Err(FsError::NotDirectory(parent.to_string()));
-            }
+            _ => return Err(FsError::NotDirectory(parent.to_string())),
         };
         node.ok_or_else(missing)
     }
@@ -256,11 +271,14 @@ impl TierFs {
             (Tree::Log(log), _) => self
                 .owner
                 .directory(ino, std::fs::metadata(local(log)).ok().as_ref()),
-            (Tree::Bucket(_), mounted) => self.owner.directory_at(ino, mounted),
+            (Tree::Bucket(_) | Tree::Pulsar(_), mounted) => self.owner.directory_at(ino, mounted),
         }
     }
 
     fn attr_of(&self, node: &Node) -> Result<Attr, FsError> {
+        if self.pulsar_mount() {
+            return self.ledger_attr(node);
+        }
         let ino = self.inodes.ino(node);
         let missing = || FsError::NotFound(node.to_string());
         match node {
@@ -289,7 +307,13 @@ impl TierFs {
                 Ok(self.owner.sealed(ino, &segment))
             }
             Node::Active(t) => Ok(self.owner.active(ino, &self.topic(t)?.active_info())),
+            Node::LedgerDir(_) | Node::Ledger(..) | Node::EntryLengths(..) => Err(missing()),
         }
+    }
+
+    /// Whether this mount shows a Pulsar offload bucket.
+    fn pulsar_mount(&self) -> bool {
+        matches!(self.tree, Tree::Pulsar(_))
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
@@ -313,6 +337,9 @@ impl TierFs {
     /// The entries of a directory, without `.` and `..`.
     pub fn list(&self, ino: u64) -> Result<Vec<DirEntry>, FsError> {
         let node = self.node(ino)?;
+        if self.pulsar_mount() {
+            return self.ledger_list(&node);
+        }
         let dir_entry = |name: String, child: Node| -> Result<DirEntry, FsError> {
             Ok(DirEntry {
                 attr: self.attr_of(&child)?,
@@ -385,9 +412,7 @@ impl TierFs {
                     attr: self.owner.active(ino, &snapshot.active),
                 });
             }
-            Node::Segment(..) | Node::Active(_) => {
-                return Err(FsError::NotDirectory(node.to_string()));
-            }
+            _ => return Err(FsError::NotDirectory(node.to_string())),
         }
         Ok(entries)
     }
@@ -450,9 +475,7 @@ impl TierFs {
                     reason: "a topic holds segments, not directories",
                 });
             }
-            Node::Segment(..) | Node::Active(_) => {
-                return Err(FsError::NotDirectory(parent.to_string()));
-            }
+            _ => return Err(FsError::NotDirectory(parent.to_string())),
         };
         self.attr_of(&node)
     }
@@ -468,7 +491,7 @@ impl TierFs {
             Node::Namespace(ns) => log.remove_namespace(ns),
             Node::Topic(t) => log.remove_topic(t),
             Node::Root => unreachable!("the root is nobody's child"),
-            Node::Segment(..) | Node::Active(_) => return Err(FsError::NotDirectory(path)),
+            _ => return Err(FsError::NotDirectory(path)),
         }
         .map_err(FsError::log(path))
     }
@@ -562,6 +585,9 @@ impl TierFs {
     pub fn open(&self, ino: u64, flags: i32) -> Result<Opened, FsError> {
         let node = self.node(ino)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if self.pulsar_mount() {
+            return self.ledger_open(&node, writable);
+        }
         match &node {
             Node::Segment(t, id) => {
                 if writable {
@@ -644,6 +670,9 @@ impl TierFs {
         let Some(handle) = self.handles.get(fh) else {
             return Read::Ready(Err(FsError::BadHandle(fh)));
         };
+        if let Some(read) = self.ledger_read(&handle, offset, size) {
+            return read;
+        }
         if let Handle::Remote { object, .. } = handle.as_ref() {
             let Some(remote) = self.remote.clone() else {
                 return Read::Ready(Err(FsError::BadHandle(fh)));
@@ -693,7 +722,9 @@ impl TierFs {
                 let (_, file, len) = topic.active_file().map_err(FsError::log(topic.name()))?;
                 (file, len, format!("/{}/active", topic.name()))
             }
-            Handle::Directory { .. } => return Err(FsError::BadHandle(fh)),
+            Handle::Directory { .. } | Handle::Ledger { .. } | Handle::EntryLengths { .. } => {
+                return Err(FsError::BadHandle(fh));
+            }
         };
         if offset >= len {
             return Ok(Vec::new());
@@ -762,6 +793,7 @@ impl TierFs {
                 Ok(xattr::of_sealed(&segment, url))
             }
             Node::Active(t) => Ok(xattr::of_active(&self.topic(t)?.active_info())),
+            Node::Ledger(..) => Ok(self.ledger_xattrs(node)),
             _ => Ok(Vec::new()),
         }
     }

@@ -13,6 +13,7 @@ use crate::catalog::{Catalog, offloaded_segment};
 use crate::log::{LocalLog, SealedSegment};
 use crate::name::{NamespaceName, TopicName};
 use crate::offload::Layout;
+use crate::pulsar::tree::PulsarBucket;
 
 /// A read-only mount's tree: the catalog as last refreshed.
 #[derive(Debug, Clone)]
@@ -29,13 +30,15 @@ pub struct BucketTree {
 pub enum Tree {
     Log(Arc<LocalLog>),
     Bucket(BucketTree),
+    /// A bucket written by Pulsar's offloader (`--pulsar`): ledgers, not topics.
+    Pulsar(Arc<PulsarBucket>),
 }
 
 impl Tree {
     pub fn log(&self) -> Option<&Arc<LocalLog>> {
         match self {
             Tree::Log(log) => Some(log),
-            Tree::Bucket(_) => None,
+            Tree::Bucket(_) | Tree::Pulsar(_) => None,
         }
     }
 
@@ -43,6 +46,7 @@ impl Tree {
         match self {
             Tree::Log(log) => log.has_tenant(tenant),
             Tree::Bucket(b) => b.catalog.state().tenants().contains(tenant),
+            Tree::Pulsar(_) => false,
         }
     }
 
@@ -54,6 +58,7 @@ impl Tree {
                 .state()
                 .namespaces(&ns.tenant)
                 .contains(&ns.namespace),
+            Tree::Pulsar(_) => false,
         }
     }
 
@@ -61,6 +66,7 @@ impl Tree {
         match self {
             Tree::Log(log) => log.topic(topic).is_ok(),
             Tree::Bucket(b) => b.catalog.state().has_topic(topic),
+            Tree::Pulsar(_) => false,
         }
     }
 
@@ -68,6 +74,7 @@ impl Tree {
         match self {
             Tree::Log(log) => log.tenants(),
             Tree::Bucket(b) => b.catalog.state().tenants().into_iter().collect(),
+            Tree::Pulsar(_) => Vec::new(),
         }
     }
 
@@ -79,6 +86,7 @@ impl Tree {
                 let names: Vec<String> = b.catalog.state().namespaces(tenant).into_iter().collect();
                 (!names.is_empty()).then_some(names)
             }
+            Tree::Pulsar(_) => None,
         }
     }
 
@@ -88,6 +96,7 @@ impl Tree {
             Tree::Log(log) => log.topics(ns).ok(),
             Tree::Bucket(_) if !self.has_namespace(ns) => None,
             Tree::Bucket(b) => Some(b.catalog.state().topics_of(ns)),
+            Tree::Pulsar(_) => None,
         }
     }
 
@@ -100,6 +109,7 @@ impl Tree {
                 let entry = state.segment(topic, id)?;
                 Some(offloaded_segment(&b.layout, topic, entry))
             }
+            Tree::Pulsar(_) => None,
         }
     }
 
@@ -125,6 +135,7 @@ impl Tree {
         match self {
             Tree::Log(log) => log.root_dir(),
             Tree::Bucket(b) => &b.data_dir,
+            Tree::Pulsar(p) => &p.data_dir,
         }
     }
 
@@ -133,6 +144,7 @@ impl Tree {
         match self {
             Tree::Log(_) => None,
             Tree::Bucket(b) => Some(b.mounted),
+            Tree::Pulsar(p) => Some(p.mounted),
         }
     }
 }

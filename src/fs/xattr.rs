@@ -43,6 +43,30 @@ pub fn of_active(active: &ActiveInfo) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The attributes of a Pulsar ledger file (`user.pulsar.*`), in listing order; absent
+/// metadata is left out.
+pub fn of_ledger(
+    ledger: &crate::pulsar::bucket::Ledger,
+    object_url: String,
+) -> Vec<(&'static str, String)> {
+    let mut attrs = vec![
+        ("user.pulsar.ledger", ledger.id.to_string()),
+        ("user.pulsar.entries", ledger.entries.to_string()),
+        ("user.pulsar.uuid", ledger.uuid.clone()),
+    ];
+    if let Some(cluster) = &ledger.cluster {
+        attrs.push(("user.pulsar.cluster", cluster.clone()));
+    }
+    if let Some(version) = &ledger.software_version {
+        attrs.push(("user.pulsar.software-version", version.clone()));
+    }
+    if let Some(name) = &ledger.managed_ledger {
+        attrs.push(("user.pulsar.managed-ledger", name.clone()));
+    }
+    attrs.push(("user.pulsar.object", object_url));
+    attrs
+}
+
 /// The `listxattr` answer: names, each followed by a NUL.
 pub fn name_list(attrs: &[(&'static str, String)]) -> Vec<u8> {
     let mut out = Vec::new();

@@ -22,7 +22,7 @@ pub fn classify(err: &FsError) -> (i32, Level) {
         FsError::BadHandle(_) => (libc::EBADF, Level::INFO),
         FsError::Io { source, .. } => (source.raw_os_error().unwrap_or(libc::EIO), Level::ERROR),
         FsError::Log { source, .. } => classify_log(source),
-        FsError::Cache { .. } => (libc::EIO, Level::ERROR),
+        FsError::Cache { .. } | FsError::Ledger { .. } => (libc::EIO, Level::ERROR),
     }
 }
 
@@ -94,6 +94,7 @@ mod tests {
         let read_only = FsError::ReadOnly {
             path: "/t".into(),
             op: "mkdir",
+            why: "read-only",
         };
         assert_eq!(classify(&read_only), (libc::EROFS, Level::INFO));
     }

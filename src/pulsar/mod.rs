@@ -1,12 +1,20 @@
-//! Pulsar's own offloaded ledgers (issue 11, in steps): the formats its blob-store offloader
-//! writes, decoded and checked here; a writer of the same format for tests and benchmarks.
-//! The `--pulsar` mount, `tierfs pulsar messages|verify|scan` build on these.
+//! Pulsar's own offloaded ledgers: the formats its blob-store offloader writes, decoded and
+//! checked ([`offload_format`], [`entry`]); a bucket surveyed ([`bucket`]) and shown as a tree
+//! of ledger files ([`tree`]) read through [`reader`]; `tierfs pulsar messages|verify`
+//! ([`cli`]) and `scan` ([`scan`]); a writer of the same format for tests and benchmarks.
 
+pub mod bucket;
+pub mod cli;
 pub mod entry;
 pub mod offload_format;
 pub mod proto;
+pub mod reader;
+pub mod scan;
+pub mod tree;
 pub mod writer;
 
+#[cfg(test)]
+mod mount_tests;
 #[cfg(test)]
 mod tests;
 

@@ -126,10 +126,6 @@ fn an_entry_larger_than_a_block_is_refused() {
 }
 
 mod entries {
-    use std::io::Write;
-
-    use prost::Message as _;
-
     use crate::pulsar::entry::{Checksum, checksum, messages};
     use crate::pulsar::proto::{
         BrokerEntryMetadata, KeyValue, MessageMetadata, SingleMessageMetadata,
@@ -153,64 +149,24 @@ mod entries {
         }
     }
 
-    /// An entry as a broker frames it.
-    fn frame(
-        meta: &MessageMetadata,
-        payload: &[u8],
-        with_checksum: bool,
-        broker: Option<BrokerEntryMetadata>,
-    ) -> Vec<u8> {
-        let meta = meta.encode_to_vec();
-        let mut tail = (meta.len() as u32).to_be_bytes().to_vec();
-        tail.extend_from_slice(&meta);
-        tail.extend_from_slice(payload);
-        let mut out = Vec::new();
-        if let Some(broker) = broker {
-            let bytes = broker.encode_to_vec();
-            out.extend_from_slice(&0x0e02u16.to_be_bytes());
-            out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-            out.extend_from_slice(&bytes);
-        }
-        if with_checksum {
-            out.extend_from_slice(&0x0e01u16.to_be_bytes());
-            out.extend_from_slice(&crc32c::crc32c(&tail).to_be_bytes());
-        }
-        out.extend_from_slice(&tail);
-        out
-    }
+    use crate::pulsar::writer::{compress, frame};
 
     fn batch(bodies: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (i, body) in bodies.iter().enumerate() {
-            let single = SingleMessageMetadata {
-                properties: vec![kv("i", &i.to_string())],
-                partition_key: Some(format!("k{i}")),
-                payload_size: body.len() as i32,
-                event_time: Some(5),
-                sequence_id: Some(100 + i as u64),
-            }
-            .encode_to_vec();
-            out.extend_from_slice(&(single.len() as u32).to_be_bytes());
-            out.extend_from_slice(&single);
-            out.extend_from_slice(body);
-        }
-        out
-    }
-
-    fn compress(codec: i32, data: &[u8]) -> Vec<u8> {
-        match codec {
-            0 => data.to_vec(),
-            1 => lz4_flex::block::compress(data),
-            2 => {
-                let mut z =
-                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-                z.write_all(data).unwrap();
-                z.finish().unwrap()
-            }
-            3 => zstd::bulk::compress(data, 3).unwrap(),
-            4 => snap::raw::Encoder::new().compress_vec(data).unwrap(),
-            _ => unreachable!(),
-        }
+        let messages: Vec<(SingleMessageMetadata, &[u8])> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let single = SingleMessageMetadata {
+                    properties: vec![kv("i", &i.to_string())],
+                    partition_key: Some(format!("k{i}")),
+                    payload_size: body.len() as i32,
+                    event_time: Some(5),
+                    sequence_id: Some(100 + i as u64),
+                };
+                (single, *body)
+            })
+            .collect();
+        crate::pulsar::writer::batch(&messages)
     }
 
     #[test]
@@ -248,7 +204,7 @@ mod entries {
             };
             let entry = frame(
                 &meta,
-                &compress(codec, &raw),
+                &compress(codec, &raw).unwrap(),
                 true,
                 Some(BrokerEntryMetadata {
                     broker_timestamp: Some(77),
@@ -322,7 +278,7 @@ mod entries {
             num_messages_in_batch: Some(2),
             ..metadata()
         };
-        let entry = frame(&meta, &compress(1, &raw), true, None);
+        let entry = frame(&meta, &compress(1, &raw).unwrap(), true, None);
         for len in 0..entry.len() {
             let _ = messages(&entry[..len]);
         }
@@ -335,7 +291,7 @@ mod entries {
             uncompressed_size: Some(raw.len() as u32 + 1),
             ..meta.clone()
         };
-        let err = messages(&frame(&lying, &compress(1, &raw), false, None)).unwrap_err();
+        let err = messages(&frame(&lying, &compress(1, &raw).unwrap(), false, None)).unwrap_err();
         assert!(err.to_string().contains("LZ4 payload"), "{err}");
         let unknown = MessageMetadata {
             compression: Some(9),

@@ -117,3 +117,152 @@ pub fn write_ledger(
     .encode();
     Ok(WrittenLedger { parts, index })
 }
+
+/// What the objects of an upload say about themselves (user metadata), as brokers set it.
+#[derive(Debug, Clone)]
+pub struct ObjectsMetadata<'a> {
+    /// `managedledgername`; brokers before 2022 did not set it.
+    pub managed_ledger: Option<&'a str>,
+    pub cluster: Option<&'a str>,
+    pub format_version: &'a str,
+    pub software_version: &'a str,
+    /// Write the data object by multipart upload, one part per block, as brokers do (stores
+    /// without multipart uploads get one PUT).
+    pub multipart: bool,
+}
+
+impl Default for ObjectsMetadata<'_> {
+    fn default() -> Self {
+        Self {
+            managed_ledger: None,
+            cluster: None,
+            format_version: super::offload_format::FORMAT_VERSION,
+            software_version: "3.0.7",
+            multipart: true,
+        }
+    }
+}
+
+/// The keys of an uploaded ledger: data and index.
+pub fn object_keys(prefix: &str, uuid: &str, ledger: u64) -> (String, String) {
+    let data = format!("{prefix}{uuid}-ledger-{ledger}");
+    let index = format!("{data}-index");
+    (data, index)
+}
+
+/// Uploads a written ledger as Pulsar's offloader does: the data object (multipart, one part
+/// per block), then the index object; both with Pulsar's user metadata. Returns their keys.
+pub async fn upload(
+    store: &dyn crate::store::ObjectStore,
+    prefix: &str,
+    uuid: &str,
+    ledger: u64,
+    written: &WrittenLedger,
+    meta: &ObjectsMetadata<'_>,
+) -> Result<(String, String), crate::store::StoreError> {
+    use super::bucket::{CLUSTER_KEY, NAME_KEY, SOFTWARE_VERSION_KEY, VERSION_KEY};
+    let (data_key, index_key) = object_keys(prefix, uuid, ledger);
+    let mut metadata = crate::store::Metadata::new();
+    metadata.insert(VERSION_KEY.into(), meta.format_version.into());
+    metadata.insert(SOFTWARE_VERSION_KEY.into(), meta.software_version.into());
+    metadata.insert(
+        "s3managedledgeroffloadersoftwaregitsha".into(),
+        "0123abc".into(),
+    );
+    if let Some(name) = meta.managed_ledger {
+        metadata.insert(NAME_KEY.into(), name.into());
+    }
+    if let Some(cluster) = meta.cluster {
+        metadata.insert(CLUSTER_KEY.into(), cluster.into());
+    }
+    let mut data_meta = metadata.clone();
+    data_meta.insert("role".into(), "data".into());
+    if meta.multipart {
+        let id = store
+            .create_multipart_with_metadata(&data_key, &data_meta)
+            .await?;
+        let mut parts = Vec::with_capacity(written.parts.len());
+        for (i, part) in written.parts.iter().enumerate() {
+            parts.push(
+                store
+                    .upload_part(
+                        &data_key,
+                        &id,
+                        i as i32 + 1,
+                        bytes::Bytes::from(part.clone()),
+                    )
+                    .await?,
+            );
+        }
+        store.complete_multipart(&data_key, &id, parts).await?;
+    } else {
+        store
+            .put_with_metadata(&data_key, written.data().into(), &data_meta)
+            .await?;
+    }
+    let mut index_meta = metadata;
+    index_meta.insert("role".into(), "index".into());
+    store
+        .put_with_metadata(&index_key, written.index.clone().into(), &index_meta)
+        .await?;
+    Ok((data_key, index_key))
+}
+
+/// An entry as a broker frames it: optional broker entry metadata (`0x0e02`), optional
+/// CRC32C (`0x0e01`) of everything after it, then the message metadata and the payload.
+pub fn frame(
+    meta: &super::proto::MessageMetadata,
+    payload: &[u8],
+    with_checksum: bool,
+    broker: Option<super::proto::BrokerEntryMetadata>,
+) -> Vec<u8> {
+    use prost::Message as _;
+    let meta = meta.encode_to_vec();
+    let mut tail = (meta.len() as u32).to_be_bytes().to_vec();
+    tail.extend_from_slice(&meta);
+    tail.extend_from_slice(payload);
+    let mut out = Vec::new();
+    if let Some(broker) = broker {
+        let bytes = broker.encode_to_vec();
+        out.extend_from_slice(&0x0e02u16.to_be_bytes());
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    if with_checksum {
+        out.extend_from_slice(&0x0e01u16.to_be_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&tail).to_be_bytes());
+    }
+    out.extend_from_slice(&tail);
+    out
+}
+
+/// A batch payload before compression: `[u32 size][SingleMessageMetadata][payload]` each.
+pub fn batch(messages: &[(super::proto::SingleMessageMetadata, &[u8])]) -> Vec<u8> {
+    use prost::Message as _;
+    let mut out = Vec::new();
+    for (single, body) in messages {
+        let single = single.encode_to_vec();
+        out.extend_from_slice(&(single.len() as u32).to_be_bytes());
+        out.extend_from_slice(&single);
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// `data` compressed as Pulsar's codec `codec` does it (NONE 0, LZ4 1, ZLIB 2, ZSTD 3,
+/// SNAPPY 4); `None` for any other codec.
+pub fn compress(codec: i32, data: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    Some(match codec {
+        0 => data.to_vec(),
+        1 => lz4_flex::block::compress(data),
+        2 => {
+            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            z.write_all(data).ok()?;
+            z.finish().ok()?
+        }
+        3 => zstd::bulk::compress(data, 3).ok()?,
+        4 => snap::raw::Encoder::new().compress_vec(data).ok()?,
+        _ => return None,
+    })
+}

@@ -159,6 +159,7 @@ impl DirStore {
                 out.push(ObjectInfo {
                     key: rel.to_string_lossy().into_owned(),
                     size: meta.len(),
+                    modified: meta.modified().ok(),
                 });
             }
         }
@@ -343,7 +344,12 @@ impl ObjectStore for DirStore {
             if let Ok(key) = fs::read_to_string(entry.path().join("key"))
                 && key.starts_with(prefix)
             {
-                uploads.push(PendingUpload { key, upload_id });
+                let initiated = entry.metadata().and_then(|m| m.modified()).ok();
+                uploads.push(PendingUpload {
+                    key,
+                    upload_id,
+                    initiated,
+                });
             }
         }
         uploads.sort_by(|a, b| a.key.cmp(&b.key));
@@ -372,13 +378,13 @@ mod tests {
             .upload_part("t/ns/x/a.seg", &id, 1, Bytes::from_static(b"hello "))
             .await
             .unwrap();
+        let pending = store.list_multipart("t/").await.unwrap();
+        assert_eq!(pending.len(), 1);
         assert_eq!(
-            store.list_multipart("t/").await.unwrap(),
-            vec![PendingUpload {
-                key: "t/ns/x/a.seg".into(),
-                upload_id: id.clone()
-            }]
+            (pending[0].key.as_str(), pending[0].upload_id.as_str()),
+            ("t/ns/x/a.seg", id.as_str())
         );
+        assert!(pending[0].initiated.is_some());
         store
             .complete_multipart("t/ns/x/a.seg", &id, vec![p1, p2])
             .await

@@ -11,12 +11,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    Fetched, ObjectInfo, ObjectStore, PendingUpload, PutCondition, StoreError, UploadedPart,
+    Fetched, Metadata, ObjectInfo, ObjectStore, PendingUpload, PutCondition, StoreError,
+    UploadedPart,
 };
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     objects: Mutex<HashMap<String, Bytes>>,
+    metadata: Mutex<HashMap<String, Metadata>>,
     pub range_gets: AtomicU64,
     /// Every request but ranged GETs: conditional GETs, GETs, PUTs, deletes, listings.
     pub requests: AtomicU64,
@@ -44,6 +46,17 @@ impl MemoryStore {
             .get(key)
             .cloned()
             .ok_or_else(|| StoreError::NotFound(key.to_string()))
+    }
+}
+
+impl MemoryStore {
+    fn metadata_of(&self, key: &str) -> Metadata {
+        self.metadata
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -125,6 +138,7 @@ impl ObjectStore for MemoryStore {
             .map(|(k, v)| ObjectInfo {
                 key: k.clone(),
                 size: v.len() as u64,
+                modified: Some(std::time::SystemTime::now()),
             })
             .collect())
     }
@@ -153,6 +167,29 @@ impl ObjectStore for MemoryStore {
     }
     async fn list_multipart(&self, _: &str) -> Result<Vec<PendingUpload>, StoreError> {
         Ok(Vec::new())
+    }
+    async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, Metadata), StoreError> {
+        let body = self.get(key).await?;
+        Ok((body, self.metadata_of(key)))
+    }
+    async fn head_with_metadata(&self, key: &str) -> Result<Option<(u64, Metadata)>, StoreError> {
+        Ok(self
+            .head(key)
+            .await?
+            .map(|size| (size, self.metadata_of(key))))
+    }
+    async fn put_with_metadata(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: &Metadata,
+    ) -> Result<(), StoreError> {
+        self.put(key, body).await?;
+        self.metadata
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), metadata.clone());
+        Ok(())
     }
 }
 

@@ -10,10 +10,12 @@ pub mod dir;
 pub mod memory;
 pub mod s3;
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -56,6 +58,8 @@ pub struct UploadedPart {
 pub struct PendingUpload {
     pub key: String,
     pub upload_id: String,
+    /// When the upload was started, where the store says.
+    pub initiated: Option<SystemTime>,
 }
 
 /// What a conditional GET found.
@@ -111,7 +115,12 @@ pub(crate) fn answer_if_changed(body: Bytes, etag: Option<&str>) -> Fetched {
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// When the object was last written, where the store says.
+    pub modified: Option<SystemTime>,
 }
+
+/// An object's user metadata (`x-amz-meta-<key>`), keys lower-cased.
+pub type Metadata = BTreeMap<String, String>;
 
 #[async_trait]
 pub trait ObjectStore: Send + Sync + Debug {
@@ -161,6 +170,39 @@ pub trait ObjectStore: Send + Sync + Debug {
     ) -> Result<(), StoreError>;
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
     async fn list_multipart(&self, prefix: &str) -> Result<Vec<PendingUpload>, StoreError>;
+
+    /// The object and its user metadata. Stores that keep none answer an empty map.
+    async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, Metadata), StoreError> {
+        Ok((self.get(key).await?, Metadata::new()))
+    }
+    /// The object's size and user metadata, or `None` if it does not exist.
+    async fn head_with_metadata(&self, key: &str) -> Result<Option<(u64, Metadata)>, StoreError> {
+        Ok(self.head(key).await?.map(|size| (size, Metadata::new())))
+    }
+    /// Writes the object with user metadata (the objects Pulsar's offloader leaves behind, as
+    /// tests and benchmarks write them). Stores that keep no metadata refuse.
+    async fn put_with_metadata(
+        &self,
+        key: &str,
+        _body: Bytes,
+        _metadata: &Metadata,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Other(format!(
+            "{}: this store keeps no user metadata",
+            self.url(key)
+        )))
+    }
+    /// Starts a multipart upload whose object will carry user metadata.
+    async fn create_multipart_with_metadata(
+        &self,
+        key: &str,
+        _metadata: &Metadata,
+    ) -> Result<String, StoreError> {
+        Err(StoreError::Other(format!(
+            "{}: this store keeps no user metadata",
+            self.url(key)
+        )))
+    }
 }
 
 /// Whether the store honours [`PutCondition::IfAbsent`]: writes a probe object twice under

@@ -25,7 +25,8 @@ use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
 use super::{
-    Fetched, ObjectInfo, ObjectStore, PendingUpload, PutCondition, StoreError, UploadedPart,
+    Fetched, Metadata, ObjectInfo, ObjectStore, PendingUpload, PutCondition, StoreError,
+    UploadedPart,
 };
 use crate::config::{Driver, OffloadConfig};
 
@@ -359,6 +360,7 @@ impl ObjectStore for S3Store {
                     objects.push(ObjectInfo {
                         key: key.to_string(),
                         size: object.size().unwrap_or(0).max(0) as u64,
+                        modified: object.last_modified().and_then(system_time),
                     });
                 }
             }
@@ -504,6 +506,7 @@ impl ObjectStore for S3Store {
                     uploads.push(PendingUpload {
                         key: key.to_string(),
                         upload_id: id.to_string(),
+                        initiated: upload.initiated().and_then(system_time),
                     });
                 }
             }
@@ -517,6 +520,108 @@ impl ObjectStore for S3Store {
             }
         }
     }
+
+    async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, Metadata), StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| map_err(&format!("GetObject {key}"), e))?;
+        let metadata = lower_cased(out.metadata());
+        let body = out
+            .body
+            .collect()
+            .await
+            .map(|b| b.into_bytes())
+            .map_err(|e| {
+                StoreError::Transient(format!("GetObject {key}: reading the body: {e}"))
+            })?;
+        Ok((body, metadata))
+    }
+
+    async fn head_with_metadata(&self, key: &str) -> Result<Option<(u64, Metadata)>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some((
+                out.content_length.unwrap_or(0).max(0) as u64,
+                lower_cased(out.metadata()),
+            ))),
+            Err(e) => match map_err(&format!("HeadObject {key}"), e) {
+                StoreError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn put_with_metadata(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: &Metadata,
+    ) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_metadata(Some(metadata.clone().into_iter().collect()))
+            .body(ByteStream::from(body))
+            .customize();
+        let request = if self.unsigned_payload {
+            request.disable_payload_signing()
+        } else {
+            request
+        };
+        request
+            .send()
+            .await
+            .map_err(|e| map_err(&format!("PutObject {key}"), e))?;
+        Ok(())
+    }
+
+    async fn create_multipart_with_metadata(
+        &self,
+        key: &str,
+        metadata: &Metadata,
+    ) -> Result<String, StoreError> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_metadata(Some(metadata.clone().into_iter().collect()))
+            .send()
+            .await
+            .map_err(|e| map_err(&format!("CreateMultipartUpload {key}"), e))?;
+        out.upload_id().map(str::to_string).ok_or_else(|| {
+            StoreError::Other(format!(
+                "CreateMultipartUpload {key}: no upload id in the answer"
+            ))
+        })
+    }
+}
+
+/// User metadata as the SDK hands it, keys lower-cased (S3 keeps them so; OSS may not).
+fn lower_cased(metadata: Option<&std::collections::HashMap<String, String>>) -> Metadata {
+    metadata
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect()
+}
+
+/// An S3 timestamp as a [`SystemTime`] (`None` before the epoch).
+fn system_time(t: &aws_sdk_s3::primitives::DateTime) -> Option<std::time::SystemTime> {
+    std::time::SystemTime::try_from(*t).ok()
 }
 
 /// A response body cut into block-sized buffers as it arrives: each piece is its own allocation

@@ -1,0 +1,264 @@
+//! The `--pulsar` mount's logic without a kernel: a bucket surveyed (every verdict), ledgers
+//! read back byte for byte through the reader at every offset, with and without a cache, and
+//! damaged blocks refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::bucket::{IndexCache, Status, survey};
+use super::reader::{LedgerCache, LedgerReader, ReadError};
+use super::writer::{ObjectsMetadata, upload, write_ledger};
+use crate::metrics::Metrics;
+use crate::store::ObjectStore;
+use crate::store::memory::MemoryStore;
+
+const U1: &str = "00000000-0000-4000-8000-000000000001";
+const U2: &str = "00000000-0000-4000-8000-000000000002";
+const U3: &str = "00000000-0000-4000-8000-000000000003";
+
+fn entries(n: u32, seed: u32) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            (0..((i * 131 + seed) % 700 + 1))
+                .map(|b| (b ^ i ^ seed) as u8)
+                .collect()
+        })
+        .collect()
+}
+
+fn plain(name: Option<&str>) -> ObjectsMetadata<'_> {
+    ObjectsMetadata {
+        managed_ledger: name,
+        multipart: false,
+        ..ObjectsMetadata::default()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn cache(store: &Arc<MemoryStore>, bytes: u64) -> Arc<LedgerCache> {
+    LedgerCache::new(
+        Arc::clone(store) as Arc<dyn ObjectStore>,
+        bytes,
+        Duration::from_secs(5),
+        Arc::new(Metrics::default()),
+    )
+}
+
+#[test]
+fn a_survey_gives_every_copy_its_verdict() {
+    let rt = runtime();
+    let store = Arc::new(MemoryStore::default());
+    let dyn_store: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
+    let ledger = write_ledger(&entries(20, 1), 2048, Some("t/ns/persistent/a"), 1).unwrap();
+    rt.block_on(async {
+        // Ledger 1: named by metadata; ledger 2: only by the ledger metadata inside the index.
+        upload(
+            store.as_ref(),
+            "",
+            U1,
+            1,
+            &ledger,
+            &plain(Some("t/ns/persistent/a")),
+        )
+        .await
+        .unwrap();
+        let unnamed = write_ledger(&entries(5, 2), 2048, None, 1).unwrap();
+        upload(store.as_ref(), "", U1, 2, &ledger, &plain(None))
+            .await
+            .unwrap();
+        // Ledger 3: no name anywhere; later a second complete copy of it.
+        upload(store.as_ref(), "", U1, 3, &unnamed, &plain(None))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        upload(store.as_ref(), "", U2, 3, &unnamed, &plain(None))
+            .await
+            .unwrap();
+        // Ledger 4: data without index; ledger 5: index without data.
+        store.insert(&format!("{U1}-ledger-4"), ledger.data());
+        store.insert(&format!("{U1}-ledger-5-index"), ledger.index.clone());
+        // Ledger 6: format version 2.
+        let v2 = ObjectsMetadata {
+            format_version: "2",
+            ..plain(None)
+        };
+        upload(store.as_ref(), "", U3, 6, &ledger, &v2)
+            .await
+            .unwrap();
+        store.insert("notes.txt", b"x".to_vec());
+        store.insert(U3, b"streaming".to_vec());
+    });
+    let found = rt.block_on(survey(&dyn_store, "", None, None)).unwrap();
+    let verdict = |ledger: u64, uuid: &str| {
+        found
+            .copies
+            .iter()
+            .find(|c| c.copy.ledger == ledger && c.copy.uuid == uuid)
+            .map(|c| c.status.label())
+    };
+    assert_eq!(verdict(1, U1), Some("OK"));
+    assert_eq!(verdict(2, U1), Some("OK"));
+    assert_eq!(verdict(4, U1), Some("INCOMPLETE"));
+    assert_eq!(verdict(5, U1), Some("INCOMPLETE"));
+    assert_eq!(verdict(6, U3), Some("UNKNOWN"));
+    // Two complete copies of ledger 3: one shown, the other a duplicate of it.
+    let three: Vec<_> = [verdict(3, U1), verdict(3, U2)]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(
+        three.contains(&"OK") && three.contains(&"DUPLICATE"),
+        "{three:?}"
+    );
+    let dirs: Vec<(u64, String)> = found
+        .shown()
+        .map(|l| (l.id, l.directory().to_string()))
+        .collect();
+    assert_eq!(
+        dirs,
+        vec![
+            (1, "t/ns/persistent/a".to_string()),
+            (2, "t/ns/persistent/a".to_string()),
+            (3, "_unknown".to_string())
+        ]
+    );
+    assert_eq!(found.foreign.len(), 1);
+    assert_eq!(found.streaming.len(), 1);
+    assert!(matches!(
+        found.copies.iter().find(|c| c.copy.ledger == 6).unwrap().status,
+        Status::Unknown(ref why) if why.contains("\"2\"")
+    ));
+}
+
+#[test]
+fn index_objects_are_kept_and_not_read_again() {
+    let rt = runtime();
+    let store = Arc::new(MemoryStore::default());
+    let dyn_store: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
+    let ledger = write_ledger(&entries(10, 3), 4096, None, 1).unwrap();
+    for id in 0..20 {
+        rt.block_on(upload(
+            store.as_ref(),
+            "",
+            U1,
+            id,
+            &ledger,
+            &plain(Some("a/b/persistent/c")),
+        ))
+        .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kept = IndexCache::open(dir.path()).unwrap();
+    let first = rt
+        .block_on(survey(&dyn_store, "", Some(&kept), None))
+        .unwrap();
+    assert_eq!(first.shown().count(), 20);
+    let before = store.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let second = rt
+        .block_on(survey(&dyn_store, "", Some(&kept), None))
+        .unwrap();
+    let requests = store.requests.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(second.shown().count(), 20);
+    assert_eq!(requests, 1, "one listing, no index object read again");
+}
+
+/// A ledger written in small blocks (so with padding), uploaded, and its reader.
+fn reader_over(
+    rt: &tokio::runtime::Runtime,
+    entries: &[Vec<u8>],
+    block: u64,
+    cache_bytes: u64,
+) -> (Arc<MemoryStore>, Arc<LedgerReader>) {
+    let store = Arc::new(MemoryStore::default());
+    let dyn_store: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
+    let written = write_ledger(entries, block, Some("t/n/persistent/x"), 1).unwrap();
+    rt.block_on(upload(store.as_ref(), "", U1, 9, &written, &plain(None)))
+        .unwrap();
+    let found = rt.block_on(survey(&dyn_store, "", None, None)).unwrap();
+    let ledger = Arc::clone(found.shown().next().unwrap());
+    let reader = LedgerReader::new(ledger, cache(&store, cache_bytes)).unwrap();
+    (store, Arc::new(reader))
+}
+
+#[test]
+fn a_ledger_file_is_its_entries_concatenated_at_every_offset() {
+    let rt = runtime();
+    let entries = entries(120, 5);
+    let expected: Vec<u8> = entries.concat();
+    // Cache of 64 MiB (chunks kept), then of nothing (every chunk fetched again by range).
+    for cache_bytes in [64 << 20, 0] {
+        let (_, reader) = reader_over(&rt, &entries, 3000, cache_bytes);
+        assert_eq!(reader.ledger().length, expected.len() as u64);
+        let whole = rt
+            .block_on(reader.read(0, expected.len() as u64 + 100, true))
+            .unwrap();
+        assert_eq!(&whole[..], &expected[..], "cache {cache_bytes}");
+        for offset in (0..expected.len() as u64).step_by(97) {
+            for len in [1u64, 13, 700, 5000] {
+                let got = rt.block_on(reader.read(offset, len, false)).unwrap();
+                let end = (offset + len).min(expected.len() as u64) as usize;
+                assert_eq!(
+                    &got[..],
+                    &expected[offset as usize..end],
+                    "offset {offset} len {len} cache {cache_bytes}"
+                );
+            }
+        }
+        let lengths = rt.block_on(reader.entry_lengths()).unwrap();
+        assert_eq!(
+            lengths,
+            entries.iter().map(|e| e.len() as u64).collect::<Vec<_>>()
+        );
+        let some = rt.block_on(reader.lengths_of(30, 7)).unwrap();
+        assert_eq!(some, lengths[30..37]);
+    }
+}
+
+#[test]
+fn a_damaged_block_is_refused_naming_object_and_offset_and_stays_refused() {
+    let rt = runtime();
+    let entries = entries(60, 7);
+    let (store, reader) = reader_over(&rt, &entries, 3000, 64 << 20);
+    let key = format!("{U1}-ledger-9");
+    let mut data = rt.block_on(store.get(&key)).unwrap().to_vec();
+    // The second entry record's id, in the first block.
+    let at = 128 + 12 + entries[0].len() + 4;
+    data[at] ^= 0x40;
+    store.insert(&key, data);
+    let err = rt.block_on(reader.read(0, 10, false)).unwrap_err();
+    assert!(
+        matches!(&err, ReadError::Structure { object, offset: 0, .. } if *object == key),
+        "{err}"
+    );
+    let gets = store.range_gets.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(rt.block_on(reader.read(5, 10, false)).is_err());
+    assert_eq!(
+        store.range_gets.load(std::sync::atomic::Ordering::SeqCst),
+        gets,
+        "a malformed block is not fetched again"
+    );
+}
+
+#[test]
+fn a_refetched_chunk_whose_headers_changed_is_refused() {
+    let rt = runtime();
+    let entries = entries(60, 11);
+    let (store, reader) = reader_over(&rt, &entries, 3000, 0);
+    // Walk the first block, then change an entry length inside it.
+    assert!(rt.block_on(reader.read(0, 10, false)).is_ok());
+    let key = format!("{U1}-ledger-9");
+    let mut data = rt.block_on(store.get(&key)).unwrap().to_vec();
+    let at = 128 + 12 + entries[0].len();
+    data[at + 3] ^= 0x01;
+    store.insert(&key, data);
+    let span = (entries[0].len() + entries[1].len() + 10) as u64;
+    let err = rt.block_on(reader.read(0, span, false)).unwrap_err();
+    assert!(matches!(err, ReadError::Structure { .. }), "{err}");
+}
