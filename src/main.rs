@@ -78,7 +78,9 @@ fn run_pulsar(command: PulsarCommand) -> ExitCode {
         } => {
             return match cli::scan(&config, json, abort_uploads_older_than) {
                 Ok(report) => {
-                    print!("{report}");
+                    use std::io::Write as _;
+                    // A reader that went away (`| head`) is not a failure.
+                    let _ = out.write_all(report.as_bytes()).and_then(|()| out.flush());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

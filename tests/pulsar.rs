@@ -480,6 +480,9 @@ fn damaged_ledgers_give_eio_and_named_entries() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("20:0: cannot be read"), "{stderr}");
+    // The mount's reason names the damaged entry record.
+    assert!(stderr.contains("entry 5 was expected"), "{stderr}");
+    assert!(xattr(&twenty, "user.pulsar.error").contains(&data20));
     // messages goes on past the bad entry of 21 (it decodes; its CRC is verify's business)
     // and names every unreadable entry of 20.
     let out = pulsar_cli(&["messages", orders.to_str().unwrap()]);

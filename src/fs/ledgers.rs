@@ -157,10 +157,12 @@ impl TierFs {
                 next: Mutex::new(None),
             }
         };
+        // Entry lengths are read record by record: each read must reach the mount as asked
+        // (through the page cache, one refused block would fail its neighbours' whole page).
         Ok(Opened {
             fh: self.handles.insert(handle),
-            direct_io: false,
-            keep_cache: true,
+            direct_io: lengths,
+            keep_cache: !lengths,
         })
     }
 
@@ -223,6 +225,11 @@ impl TierFs {
             return Vec::new();
         };
         let ledger = reader.ledger();
-        super::xattr::of_ledger(ledger, remote.store.url(&ledger.data_key))
+        let mut attrs = super::xattr::of_ledger(ledger, remote.store.url(&ledger.data_key));
+        let refusals = reader.refusals();
+        if !refusals.is_empty() {
+            attrs.push(("user.pulsar.error", refusals.join("; ")));
+        }
+        attrs
     }
 }

@@ -174,15 +174,25 @@ pub struct Grouped {
     pub foreign: Vec<ObjectInfo>,
 }
 
-/// Sorts a listing into ledger copies, streaming-offload objects and the rest.
-pub fn group(objects: Vec<ObjectInfo>) -> Grouped {
+/// Whether `key` is a name Pulsar's offloader writes directly under `prefix` (its keys have no
+/// `/` of their own).
+pub fn pulsar_name(prefix: &str, key: &str) -> Option<ObjectName> {
+    let name = key.strip_prefix(prefix)?;
+    if name.contains('/') {
+        return None;
+    }
+    ObjectName::parse(name)
+}
+
+/// Sorts a listing under `prefix` into ledger copies, streaming-offload objects and the rest.
+pub fn group(prefix: &str, objects: Vec<ObjectInfo>) -> Grouped {
     let mut copies: BTreeMap<(u64, String), Copy> = BTreeMap::new();
     let mut grouped = Grouped::default();
     for object in objects {
-        let (uuid, ledger, is_index) = match ObjectName::parse(&object.key) {
+        let (uuid, ledger, is_index) = match pulsar_name(prefix, &object.key) {
             Some(ObjectName::Data { uuid, ledger }) => (uuid, ledger, false),
             Some(ObjectName::Index { uuid, ledger }) => (uuid, ledger, true),
-            None if is_streaming_name(&object.key) => {
+            None if is_streaming_name(prefix, &object.key) => {
                 grouped.streaming.push(object);
                 continue;
             }
@@ -207,9 +217,11 @@ pub fn group(objects: Vec<ObjectInfo>) -> Grouped {
     grouped
 }
 
-/// `{uuid}` or `{uuid}-index`: the streaming offloader's keys.
-fn is_streaming_name(key: &str) -> bool {
-    let name = key.rsplit('/').next().unwrap_or(key);
+/// `{uuid}` or `{uuid}-index` under `prefix`: the streaming offloader's keys.
+fn is_streaming_name(prefix: &str, key: &str) -> bool {
+    let Some(name) = key.strip_prefix(prefix).filter(|n| !n.contains('/')) else {
+        return false;
+    };
     let uuid = name.strip_suffix("-index").unwrap_or(name);
     uuid.len() == 36 && uuid::Uuid::parse_str(uuid).is_ok()
 }
@@ -218,6 +230,7 @@ fn is_streaming_name(key: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct IndexCache {
     dir: PathBuf,
+    writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl IndexCache {
@@ -225,6 +238,7 @@ impl IndexCache {
         std::fs::create_dir_all(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            writes: Arc::default(),
         })
     }
 
@@ -232,11 +246,13 @@ impl IndexCache {
         self.dir.join(key.replace('%', "%25").replace('/', "%2F"))
     }
 
-    fn get(&self, key: &str) -> Option<(Bytes, Metadata)> {
+    /// What is kept for `key`, if its body has the size the listing gives.
+    fn get(&self, key: &str, size: u64) -> Option<(Bytes, Metadata)> {
         let bytes = std::fs::read(self.path(key)).ok()?;
         let newline = bytes.iter().position(|b| *b == b'\n')?;
         let metadata = serde_json::from_slice(&bytes[..newline]).ok()?;
-        Some((Bytes::copy_from_slice(&bytes[newline + 1..]), metadata))
+        let body = &bytes[newline + 1..];
+        (body.len() as u64 == size).then(|| (Bytes::copy_from_slice(body), metadata))
     }
 
     fn put(&self, key: &str, body: &[u8], metadata: &Metadata) -> std::io::Result<()> {
@@ -244,7 +260,11 @@ impl IndexCache {
         out.push(b'\n');
         out.extend_from_slice(body);
         let path = self.path(key);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let n = self
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(format!(".tmp.{}.{n}", std::process::id()));
         std::fs::write(&tmp, &out)?;
         std::fs::rename(&tmp, &path)
     }
@@ -260,7 +280,7 @@ pub async fn survey(
 ) -> Result<Survey, StoreError> {
     let objects = store.list(prefix).await?;
     let uploads = store.list_multipart(prefix).await?;
-    let grouped = group(objects);
+    let grouped = group(prefix, objects);
     // Copies already loaded by an earlier survey are not read again.
     let known: BTreeMap<&str, &Arc<Ledger>> = previous
         .into_iter()
@@ -275,7 +295,7 @@ pub async fn survey(
             && let Some(ledger) = known.get(index.key.as_str())
         {
             let ledger = Arc::clone(ledger);
-            tasks.spawn(async move { (i, Ok(ledger)) });
+            tasks.spawn(async move { (i, Ok(Ok(ledger))) });
             continue;
         }
         let (store, copy, cache, limit) = (
@@ -286,24 +306,15 @@ pub async fn survey(
         );
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            (
-                i,
-                load(store.as_ref(), &copy, cache.as_ref())
-                    .await
-                    .map(Arc::new),
-            )
+            let loaded = load(store.as_ref(), &copy, cache.as_ref()).await;
+            (i, loaded.map(|outcome| outcome.map(Arc::new)))
         });
     }
     let mut loaded: Vec<Option<Result<Arc<Ledger>, Status>>> = vec![None; grouped.copies.len()];
     while let Some(joined) = tasks.join_next().await {
         let (i, outcome) = joined.map_err(|e| StoreError::Other(format!("a load failed: {e}")))?;
-        if let Err(Status::Incomplete(why) | Status::Unknown(why)) = &outcome
-            && why.starts_with("cannot read")
-        {
-            // The store failed, not the copy: a survey that guessed would hide ledgers.
-            return Err(StoreError::Transient(why.clone()));
-        }
-        loaded[i] = Some(outcome);
+        // A store that fails for a while fails the survey: one that guessed would hide ledgers.
+        loaded[i] = Some(outcome?);
     }
     let mut copies: Vec<CopyReport> = grouped
         .copies
@@ -336,12 +347,17 @@ pub async fn survey(
 /// Of several complete copies of one ledger, keeps the newest (latest index object, then
 /// greatest uuid) `Ok` and marks the others duplicates of it.
 fn choose_newest(copies: &mut [CopyReport]) {
-    let mut newest: BTreeMap<u64, (SystemTime, String)> = BTreeMap::new();
+    // Ledger ids are unique within one BookKeeper cluster only: copies are of the same ledger
+    // when their id, managed ledger and cluster agree.
+    type Identity = (u64, String, Option<String>);
+    let identity =
+        |l: &Ledger| -> Identity { (l.id, l.directory().to_string(), l.cluster.clone()) };
+    let mut newest: BTreeMap<Identity, (SystemTime, String)> = BTreeMap::new();
     for report in copies.iter().filter(|c| c.status == Status::Ok) {
         let ledger = report.ledger.as_ref().expect("ok copies are loaded");
         let candidate = (ledger.offloaded, ledger.uuid.clone());
         newest
-            .entry(ledger.id)
+            .entry(identity(ledger))
             .and_modify(|best| {
                 if candidate > *best {
                     *best = candidate.clone();
@@ -350,7 +366,8 @@ fn choose_newest(copies: &mut [CopyReport]) {
             .or_insert(candidate);
     }
     for report in copies.iter_mut().filter(|c| c.status == Status::Ok) {
-        let (_, shown) = &newest[&report.copy.ledger];
+        let ledger = report.ledger.as_ref().expect("ok copies are loaded");
+        let (_, shown) = &newest[&identity(ledger)];
         if *shown != report.copy.uuid {
             report.status = Status::Duplicate {
                 shown: shown.clone(),
@@ -359,62 +376,106 @@ fn choose_newest(copies: &mut [CopyReport]) {
     }
 }
 
-/// Reads and checks one copy's index object. `Err` is the copy's verdict; a verdict whose
-/// reason starts with "cannot read" means the store failed, not the copy.
+/// Reads and checks one copy: its index object (kept in `cache`) and its data object's
+/// metadata. The inner `Err` is the copy's verdict; the outer one a store that failed for a
+/// while (the survey fails rather than guess). A store that refuses one object (access denied,
+/// an archived object) makes that copy `UNKNOWN`, naming the reason.
 pub async fn load(
     store: &dyn ObjectStore,
     copy: &Copy,
     cache: Option<&IndexCache>,
-) -> Result<Ledger, Status> {
+) -> Result<Result<Ledger, Status>, StoreError> {
     let (data, index) = match (&copy.data, &copy.index) {
         (Some(data), Some(index)) => (data, index),
         (Some(_), None) => {
-            return Err(Status::Incomplete(
+            return Ok(Err(Status::Incomplete(
                 "data object without an index object (an offload that did not finish)".into(),
-            ));
+            )));
         }
         (None, Some(_)) => {
-            return Err(Status::Incomplete(
+            return Ok(Err(Status::Incomplete(
                 "index object without a data object (a deletion that did not finish)".into(),
-            ));
+            )));
         }
         (None, None) => unreachable!("a copy has at least one object"),
     };
-    let cached = cache.and_then(|c| c.get(&index.key));
-    let (body, metadata) = match cached {
-        Some(kept) => kept,
-        None => {
-            let fetched = store
-                .get_with_metadata(&index.key)
-                .await
-                .map_err(|e| match e {
-                    StoreError::NotFound(_) => {
-                        Status::Incomplete("the index object went while listing".into())
-                    }
-                    other => Status::Unknown(format!("cannot read {}: {other}", index.key)),
-                })?;
-            if let Some(cache) = cache
-                && let Err(e) = cache.put(&index.key, &fetched.0, &fetched.1)
-            {
-                warn!(key = %index.key, error = %e, "cannot keep an index object under the data directory");
-            }
-            fetched
+    let unreadable = |key: &str, e: StoreError| -> Result<Status, StoreError> {
+        match e {
+            StoreError::Transient(_) => Err(e),
+            StoreError::NotFound(_) => Ok(Status::Incomplete(format!("{key} went while listing"))),
+            other => Ok(Status::Unknown(format!("cannot read {key}: {other}"))),
         }
     };
-    match metadata.get(VERSION_KEY).map(String::as_str) {
-        Some(FORMAT_VERSION) => {}
-        Some(other) => {
-            return Err(Status::Unknown(format!(
-                "format version {other:?}; only \"{FORMAT_VERSION}\" is known"
-            )));
-        }
-        None => {
-            return Err(Status::Unknown(format!(
-                "the index object has no {VERSION_KEY} metadata (Pulsar's readers refuse it too)"
-            )));
-        }
+    // The index object: kept where it was read before and still decodes.
+    let kept = cache
+        .and_then(|c| c.get(&index.key, index.size))
+        .filter(|(body, _)| LedgerIndex::decode(body).is_ok());
+    let (body, metadata) = match kept {
+        Some(kept) => kept,
+        None => match store.get_with_metadata(&index.key).await {
+            Ok(fetched) => {
+                if let Some(cache) = cache
+                    && let Err(e) = cache.put(&index.key, &fetched.0, &fetched.1)
+                {
+                    warn!(key = %index.key, error = %e, "cannot keep an index object under the data directory");
+                }
+                fetched
+            }
+            Err(e) => return unreadable(&index.key, e).map(Err),
+        },
+    };
+    if let Err(status) = format_version("index", &metadata) {
+        return Ok(Err(status));
     }
-    let decoded = LedgerIndex::decode(&body).map_err(|e| Status::Unknown(e.to_string()))?;
+    // The data object's metadata: kept too (an empty body beside it).
+    let data_metadata = match cache.and_then(|c| c.get(&data.key, 0)) {
+        Some((_, kept)) => kept,
+        None => match store.head_with_metadata(&data.key).await {
+            Ok(Some((_, metadata))) => {
+                if let Some(cache) = cache
+                    && let Err(e) = cache.put(&data.key, &[], &metadata)
+                {
+                    warn!(key = %data.key, error = %e, "cannot keep a data object's metadata under the data directory");
+                }
+                metadata
+            }
+            Ok(None) => {
+                return Ok(Err(Status::Incomplete(format!(
+                    "{} went while listing",
+                    data.key
+                ))));
+            }
+            Err(e) => return unreadable(&data.key, e).map(Err),
+        },
+    };
+    if let Err(status) = format_version("data", &data_metadata) {
+        return Ok(Err(status));
+    }
+    Ok(checked(copy, data, index, &body, &metadata))
+}
+
+/// The object's format version must be Pulsar's `1`, as Pulsar's readers require.
+fn format_version(role: &str, metadata: &Metadata) -> Result<(), Status> {
+    match metadata.get(VERSION_KEY).map(String::as_str) {
+        Some(FORMAT_VERSION) => Ok(()),
+        Some(other) => Err(Status::Unknown(format!(
+            "the {role} object's format version is {other:?}; only \"{FORMAT_VERSION}\" is known"
+        ))),
+        None => Err(Status::Unknown(format!(
+            "the {role} object has no {VERSION_KEY} metadata (Pulsar's readers refuse it too)"
+        ))),
+    }
+}
+
+/// The ledger an index object describes, if it agrees with itself and with the data object.
+fn checked(
+    copy: &Copy,
+    data: &ObjectInfo,
+    index: &ObjectInfo,
+    body: &[u8],
+    metadata: &Metadata,
+) -> Result<Ledger, Status> {
+    let decoded = LedgerIndex::decode(body).map_err(|e| Status::Unknown(e.to_string()))?;
     if decoded.data_object_len != data.size {
         return Err(Status::Incomplete(format!(
             "the index object describes a data object of {} bytes; the data object has {}",
@@ -427,18 +488,37 @@ pub async fn load(
         .filter(|l| *l >= 0)
         .ok_or_else(|| Status::Unknown("the ledger metadata has no length".into()))?
         as u64;
+    // Every entry costs at least its 12-byte record header in the data object.
     let entries = match decoded.metadata.last_entry_id {
-        Some(last) if last >= -1 => (last + 1) as u64,
-        _ => {
+        Some(last) if last >= -1 && (last + 1) as u64 <= data.size / 12 => (last + 1) as u64,
+        Some(last) => {
+            return Err(Status::Unknown(format!(
+                "the ledger metadata's last entry id {last} does not fit a data object of {} bytes",
+                data.size
+            )));
+        }
+        None => {
             return Err(Status::Unknown(
                 "the ledger metadata has no last entry id".into(),
             ));
         }
     };
-    if entries > 0 && decoded.blocks.first().map(|b| b.first_entry_id) != Some(0) {
-        return Err(Status::Unknown(
-            "the index object's first block does not start at entry 0".into(),
-        ));
+    // The blocks must cover entries 0..entries exactly, each block non-empty.
+    let mut next = 0;
+    for i in 0..decoded.blocks.len() {
+        match decoded.block_span(i) {
+            Some((_, ids)) if *ids.start() == next => next = ids.end() + 1,
+            _ => {
+                return Err(Status::Unknown(format!(
+                    "index entry {i} does not describe a block of the next entries (from entry {next})"
+                )));
+            }
+        }
+    }
+    if next != entries {
+        return Err(Status::Unknown(format!(
+            "the index's blocks hold entries up to {next}; the ledger has {entries}"
+        )));
     }
     let managed_ledger = metadata
         .get(NAME_KEY)
@@ -488,15 +568,18 @@ mod tests {
 
     #[test]
     fn keys_are_grouped_into_copies_streaming_objects_and_the_rest() {
-        let grouped = group(vec![
-            object(&format!("{U1}-ledger-7")),
-            object(&format!("{U1}-ledger-7-index")),
-            object(&format!("{U2}-ledger-7")),
-            object(&format!("{U2}-index")),
-            object(U2),
-            object("notes.txt"),
-            object(&format!("{U1}-ledger-8-index")),
-        ]);
+        let grouped = group(
+            "",
+            vec![
+                object(&format!("{U1}-ledger-7")),
+                object(&format!("{U1}-ledger-7-index")),
+                object(&format!("{U2}-ledger-7")),
+                object(&format!("{U2}-index")),
+                object(U2),
+                object("notes.txt"),
+                object(&format!("{U1}-ledger-8-index")),
+            ],
+        );
         assert_eq!(grouped.copies.len(), 3);
         let seven: Vec<_> = grouped.copies.iter().filter(|c| c.ledger == 7).collect();
         assert_eq!(seven.len(), 2);

@@ -188,6 +188,25 @@ impl Entries {
     }
 }
 
+/// An extended attribute of `path`, if it has one (`user.pulsar.error`: why the mount refused
+/// blocks of a ledger).
+fn xattr(path: &Path, name: &str) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let name = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 64 << 10];
+    // SAFETY: both strings are NUL-terminated; getxattr writes at most buf.len() bytes into buf.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+}
+
 /// What a run found wrong.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -198,7 +217,14 @@ pub struct Outcome {
 pub fn messages(paths: &[PathBuf], out: &mut dyn Write) -> Result<Outcome, CliError> {
     let mut outcome = Outcome::default();
     for (path, ledger) in ledger_files(paths)? {
-        let (mut entries, _) = Entries::open(&path, ledger)?;
+        let mut entries = match Entries::open(&path, ledger) {
+            Ok((entries, _)) => entries,
+            Err(e) => {
+                eprintln!("{ledger}: {e}");
+                outcome.bad.push(ledger.to_string());
+                continue;
+            }
+        };
         while let Some((id, bytes)) = entries.next_entry() {
             let decoded = bytes.and_then(|b| entry::messages(&b).map_err(|e| e.to_string()));
             match decoded {
@@ -224,7 +250,16 @@ pub fn messages(paths: &[PathBuf], out: &mut dyn Write) -> Result<Outcome, CliEr
 pub fn verify(paths: &[PathBuf], out: &mut dyn Write) -> Result<Outcome, CliError> {
     let mut outcome = Outcome::default();
     for (path, ledger) in ledger_files(paths)? {
-        let (mut entries, count) = Entries::open(&path, ledger)?;
+        let (mut entries, count) = match Entries::open(&path, ledger) {
+            Ok(opened) => opened,
+            Err(e) => {
+                eprintln!("{ledger}: {e}");
+                writeln!(out, "ledger {ledger}: cannot be checked: {e}")
+                    .map_err(io(Path::new("stdout")))?;
+                outcome.bad.push(ledger.to_string());
+                continue;
+            }
+        };
         let (mut checked, mut bytes, mut bad) = (0u64, 0u64, Vec::new());
         while let Some((id, read)) = entries.next_entry() {
             let problem = match read {
@@ -248,6 +283,11 @@ pub fn verify(paths: &[PathBuf], out: &mut dyn Write) -> Result<Outcome, CliErro
                 eprintln!("{ledger}:{id}: {problem}");
                 bad.push(format!("{ledger}:{id}"));
             }
+        }
+        if !bad.is_empty()
+            && let Some(why) = xattr(&path, "user.pulsar.error")
+        {
+            eprintln!("{ledger}: the mount refused blocks: {why}");
         }
         let verdict = if bad.is_empty() {
             "OK".to_string()

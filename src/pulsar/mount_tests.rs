@@ -262,3 +262,122 @@ fn a_refetched_chunk_whose_headers_changed_is_refused() {
     let err = rt.block_on(reader.read(0, span, false)).unwrap_err();
     assert!(matches!(err, ReadError::Structure { .. }), "{err}");
 }
+
+#[test]
+fn copies_are_duplicates_only_of_the_same_ledger_and_a_bad_newer_copy_hides_nothing() {
+    let rt = runtime();
+    let store = Arc::new(MemoryStore::default());
+    let dyn_store: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
+    let ledger = write_ledger(&entries(8, 4), 4096, None, 1).unwrap();
+    let in_cluster = |name, cluster| ObjectsMetadata {
+        managed_ledger: Some(name),
+        cluster: Some(cluster),
+        multipart: false,
+        ..ObjectsMetadata::default()
+    };
+    rt.block_on(async {
+        // Ledger 7 of two clusters: two ledgers, not two copies.
+        upload(
+            store.as_ref(),
+            "p/",
+            U1,
+            7,
+            &ledger,
+            &in_cluster("a/b/persistent/x", "east"),
+        )
+        .await
+        .unwrap();
+        upload(
+            store.as_ref(),
+            "p/",
+            U2,
+            7,
+            &ledger,
+            &in_cluster("a/b/persistent/y", "west"),
+        )
+        .await
+        .unwrap();
+        // Ledger 8: a good copy, then a newer one whose data object says version 2.
+        upload(
+            store.as_ref(),
+            "p/",
+            U1,
+            8,
+            &ledger,
+            &in_cluster("a/b/persistent/x", "east"),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (data, _) = upload(
+            store.as_ref(),
+            "p/",
+            U3,
+            8,
+            &ledger,
+            &in_cluster("a/b/persistent/x", "east"),
+        )
+        .await
+        .unwrap();
+        let (body, mut metadata) = store.get_with_metadata(&data).await.unwrap();
+        metadata.insert(super::bucket::VERSION_KEY.into(), "2".into());
+        store
+            .put_with_metadata(&data, body, &metadata)
+            .await
+            .unwrap();
+        // Keys below the prefix's own level are not Pulsar's.
+        store.insert(&format!("p/archive/{U1}-ledger-9"), ledger.data());
+    });
+    let found = rt.block_on(survey(&dyn_store, "p/", None, None)).unwrap();
+    let shown: Vec<(u64, String)> = found
+        .shown()
+        .map(|l| (l.id, format!("{}@{}", l.directory(), l.uuid)))
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            (7, format!("a/b/persistent/x@{U1}")),
+            (7, format!("a/b/persistent/y@{U2}")),
+            (8, format!("a/b/persistent/x@{U1}")),
+        ]
+    );
+    let newer = found.copies.iter().find(|c| c.copy.uuid == U3).unwrap();
+    assert!(
+        matches!(&newer.status, Status::Unknown(why) if why.contains("data object's format version")),
+        "{:?}",
+        newer.status
+    );
+    assert_eq!(found.foreign.len(), 1, "p/archive/… is not Pulsar's");
+}
+
+#[test]
+fn ledger_metadata_that_disagrees_with_the_blocks_is_refused() {
+    let rt = runtime();
+    let entries = entries(30, 9);
+    for delta in [-100i64, 100] {
+        let store = Arc::new(MemoryStore::default());
+        let dyn_store: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
+        let mut written = write_ledger(&entries, 3000, None, 1).unwrap();
+        let mut index = super::offload_format::LedgerIndex::decode(&written.index).unwrap();
+        index.metadata.length = index.metadata.length.map(|l| l + delta);
+        written.index = index.encode();
+        rt.block_on(upload(store.as_ref(), "", U1, 1, &written, &plain(None)))
+            .unwrap();
+        let found = rt.block_on(survey(&dyn_store, "", None, None)).unwrap();
+        let Some(ledger) = found.shown().next() else {
+            continue; // refused at the survey: fine
+        };
+        match LedgerReader::new(Arc::clone(ledger), cache(&store, 64 << 20)) {
+            Err(ReadError::Structure { .. }) => {}
+            Err(e) => panic!("{e}"),
+            Ok(reader) => {
+                let reader = Arc::new(reader);
+                let whole = rt.block_on(reader.read(0, u64::MAX / 2, true));
+                assert!(
+                    matches!(whole, Err(ReadError::Structure { .. })),
+                    "length off by {delta}: {whole:?}"
+                );
+            }
+        }
+    }
+}

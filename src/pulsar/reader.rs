@@ -31,16 +31,19 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::OnceCell;
 use tracing::error;
 
-use super::bucket::{Ledger, VERSION_KEY};
-use super::offload_format::{
-    BLOCK_HEADER_LEN, ENTRY_RECORD_HEADER, FORMAT_VERSION, entries_of_block,
-};
+use super::bucket::Ledger;
+use super::offload_format::{BLOCK_HEADER_LEN, ENTRY_RECORD_HEADER, entries_of_block};
 use crate::cache::{BlockKey, MemoryCache};
 use crate::metrics::Metrics;
 use crate::store::{ObjectStore, StoreError};
 
 /// Bytes of ledger payload per cached chunk.
 pub const CHUNK: u64 = 1 << 20;
+/// Blocks fetched (walked) at once across a mount: each holds one block in memory while it
+/// arrives (64 MiB by default in Pulsar).
+pub const WALKS: usize = 3;
+/// Blocks walked ahead of a sequential reader.
+pub const WALK_AHEAD: usize = 2;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReadError {
@@ -66,6 +69,7 @@ pub struct LedgerCache {
     memory: Mutex<MemoryCache>,
     metrics: Arc<Metrics>,
     read_timeout: Duration,
+    walks: tokio::sync::Semaphore,
 }
 
 impl LedgerCache {
@@ -80,6 +84,7 @@ impl LedgerCache {
             memory: Mutex::new(MemoryCache::new(memory_bytes)),
             metrics,
             read_timeout,
+            walks: tokio::sync::Semaphore::new(WALKS),
         })
     }
 
@@ -144,6 +149,8 @@ struct Span {
     physical: Range<u64>,
     first_entry: u64,
     entries: u64,
+    /// The payload the block would hold without padding: its size less header and framing.
+    unpadded: u64,
 }
 
 /// What a walk of a block found: its entries' lengths.
@@ -180,13 +187,15 @@ pub struct LedgerReader {
     object: Arc<str>,
     spans: Vec<Span>,
     layouts: Vec<OnceCell<Arc<Layout>>>,
-    /// A background walk of block `i` was asked for (asked once, whoever reads).
-    ahead: Vec<std::sync::atomic::AtomicBool>,
+    /// A task walks block `i` now.
+    walking: Vec<std::sync::atomic::AtomicBool>,
     /// A block found malformed stays so (its objects never change): refused at once after.
     failed: Vec<Mutex<Option<ReadError>>>,
-    /// Block `i`'s payload length, known without a walk when the blocks carry no padding.
-    unpadded: Option<Vec<u64>>,
-    version: OnceCell<()>,
+    /// Whether the blocks carry no padding at all (then every block's place is known
+    /// without a walk): the data object is exactly headers, framing and the ledger's bytes.
+    unpadded: Option<()>,
+    /// All the padding the blocks carry, together.
+    padding: u64,
 }
 
 impl LedgerReader {
@@ -200,35 +209,43 @@ impl LedgerReader {
                 offset: 0,
                 reason: format!("index entry {i} describes an empty or inverted block"),
             })?;
+            let entries = ids.end() - ids.start() + 1;
+            let framing = ENTRY_RECORD_HEADER
+                .checked_mul(entries)
+                .and_then(|f| f.checked_add(BLOCK_HEADER_LEN))
+                .filter(|f| *f <= physical.end - physical.start)
+                .ok_or_else(|| ReadError::Structure {
+                    object: ledger.index_key.clone(),
+                    offset: physical.start,
+                    reason: format!("block {i} is too small for its {entries} entries"),
+                })?;
             spans.push(Span {
+                unpadded: physical.end - physical.start - framing,
                 physical,
                 first_entry: *ids.start(),
-                entries: ids.end() - ids.start() + 1,
+                entries,
             });
         }
-        let framing: u64 = spans
-            .iter()
-            .map(|s| BLOCK_HEADER_LEN + ENTRY_RECORD_HEADER * s.entries)
-            .sum();
-        let unpadded = (framing.checked_add(ledger.length) == Some(ledger.data_size)).then(|| {
-            spans
-                .iter()
-                .map(|s| {
-                    (s.physical.end - s.physical.start)
-                        .saturating_sub(BLOCK_HEADER_LEN + ENTRY_RECORD_HEADER * s.entries)
-                })
-                .collect()
-        });
+        let most: u64 = spans.iter().map(|s| s.unpadded).sum();
+        let padding = most.checked_sub(ledger.length).ok_or_else(|| ReadError::Structure {
+            object: ledger.index_key.clone(),
+            offset: 0,
+            reason: format!(
+                "the blocks cannot hold more than {most} bytes of entries; the ledger metadata says {}",
+                ledger.length
+            ),
+        })?;
+        let unpadded = (padding == 0).then_some(());
         Ok(Self {
             layouts: spans.iter().map(|_| OnceCell::new()).collect(),
             failed: spans.iter().map(|_| Mutex::new(None)).collect(),
-            ahead: spans
+            walking: spans
                 .iter()
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
             spans,
             unpadded,
-            version: OnceCell::new(),
+            padding,
             object,
             cache,
             ledger,
@@ -250,26 +267,32 @@ impl LedgerReader {
         e
     }
 
+    /// Runs `work` within the read timeout. Walks it starts run as tasks of their own, so a
+    /// read that times out leaves them to finish for the next one.
+    async fn timed<T>(
+        &self,
+        work: impl Future<Output = Result<T, ReadError>>,
+    ) -> Result<T, ReadError> {
+        let seconds = self.cache.read_timeout.as_secs();
+        tokio::time::timeout(self.cache.read_timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ReadError::Timeout {
+                    object: self.ledger.data_key.clone(),
+                    seconds,
+                })
+            })
+    }
+
     /// Reads `[offset, offset + len)` of the ledger file. `sequential`: the reader goes on
-    /// where it stopped, so the next block is walked ahead of it.
+    /// where it stopped, so the blocks after the one it reads are walked ahead of it.
     pub async fn read(
         self: &Arc<Self>,
         offset: u64,
         len: u64,
         sequential: bool,
     ) -> Result<Bytes, ReadError> {
-        let seconds = self.cache.read_timeout.as_secs();
-        tokio::time::timeout(
-            self.cache.read_timeout,
-            self.read_inner(offset, len, sequential),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(ReadError::Timeout {
-                object: self.ledger.data_key.clone(),
-                seconds,
-            })
-        })
+        self.timed(self.read_inner(offset, len, sequential)).await
     }
 
     async fn read_inner(
@@ -282,12 +305,10 @@ impl LedgerReader {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        let mut out = BytesMut::new();
         let mut pos = offset;
-        let mut last_block = 0;
         while pos < end {
-            let (i, start, payload) = self.locate(pos).await?;
-            last_block = i;
+            let (i, start, payload) = self.locate(pos, sequential).await?;
             let chunk = (pos - start) / CHUNK;
             let data = self.chunk(i, chunk, payload).await?;
             let chunk_start = start + chunk * CHUNK;
@@ -299,47 +320,97 @@ impl LedgerReader {
                     format!("the block's payload ends before ledger byte {pos}"),
                 ));
             }
-            if out.is_empty() && pos == offset && to - from == (end - offset) as usize {
+            if pos == offset && to - from == (end - offset) as usize {
                 // Within one chunk: a view of the cached bytes, no copy.
-                self.read_ahead(i, sequential);
                 return Ok(data.slice(from..to));
+            }
+            if out.is_empty() {
+                out.reserve((end - offset) as usize);
             }
             out.extend_from_slice(&data[from..to]);
             pos += (to - from) as u64;
         }
-        self.read_ahead(last_block, sequential);
         Ok(out.freeze())
     }
 
-    /// Has the block after `i` walked in the background, for a sequential reader.
-    fn read_ahead(self: &Arc<Self>, i: usize, sequential: bool) {
-        let next = i + 1;
-        if !sequential
-            || next >= self.spans.len()
-            || self.layouts[next].initialized()
-            || self.ahead[next].swap(true, std::sync::atomic::Ordering::Relaxed)
+    /// Starts a walk of block `i` as a task of its own, unless it is walked or being walked.
+    fn start_walk(self: &Arc<Self>, i: usize) {
+        if i >= self.spans.len()
+            || self.layouts[i].initialized()
+            || self.walking[i].swap(true, std::sync::atomic::Ordering::AcqRel)
         {
             return;
         }
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(e) = this.layout(next).await {
-                tracing::warn!(ledger = this.ledger.id, block = next, error = %e, "read-ahead walk failed");
+            if let Err(e) = this.layout(i).await {
+                tracing::warn!(ledger = this.ledger.id, block = i, error = %e, "walk failed");
             }
+            this.walking[i].store(false, std::sync::atomic::Ordering::Release);
         });
     }
 
+    /// Block `i`'s layout, walked by a task of its own (so that a reader that gives up does
+    /// not cancel it).
+    async fn walked(self: &Arc<Self>, i: usize) -> Result<Arc<Layout>, ReadError> {
+        if let Some(layout) = self.layouts[i].get() {
+            return Ok(Arc::clone(layout));
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.layout(i).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(ReadError::Store(StoreError::Other(format!(
+                    "a walk of block {i} failed: {e}"
+                ))))
+            })
+    }
+
     /// The block holding ledger byte `pos`: its number, where its payload starts in the file,
-    /// and the payload's length.
-    async fn locate(&self, pos: u64) -> Result<(usize, u64, u64), ReadError> {
+    /// and the payload's length. Blocks that may precede `pos` and are not walked are walked
+    /// at once, in parallel (their padding decides where `pos` lies); a sequential reader has
+    /// the next [`WALK_AHEAD`] blocks walked too.
+    async fn locate(
+        self: &Arc<Self>,
+        pos: u64,
+        sequential: bool,
+    ) -> Result<(usize, u64, u64), ReadError> {
+        if self.unpadded.is_none() {
+            // Block i cannot start later than the sum of the unpadded payloads before it, nor
+            // earlier than that minus all the padding there is.
+            let mut most = 0u64;
+            for i in 0..self.spans.len() {
+                if most.saturating_sub(self.padding) > pos {
+                    break;
+                }
+                self.start_walk(i);
+                most += self.spans[i].unpadded;
+            }
+        }
         let mut start = 0;
+        let last = self.spans.len().saturating_sub(1);
         for i in 0..self.spans.len() {
             let payload = match (&self.unpadded, self.layouts[i].get()) {
                 (_, Some(layout)) => layout.payload(),
-                (Some(lengths), None) => lengths[i],
-                (None, None) => self.layout(i).await?.payload(),
+                (Some(_), None) => self.spans[i].unpadded,
+                (None, None) => self.walked(i).await?.payload(),
             };
+            if i == last && start + payload != self.ledger.length {
+                return Err(self.structure(
+                    self.spans[i].physical.start,
+                    format!(
+                        "the blocks hold {} bytes of entries; the ledger metadata says {}",
+                        start + payload,
+                        self.ledger.length
+                    ),
+                ));
+            }
             if pos < start + payload {
+                if sequential {
+                    for ahead in 1..=WALK_AHEAD {
+                        self.start_walk(i + ahead);
+                    }
+                }
                 return Ok((i, start, payload));
             }
             start += payload;
@@ -364,7 +435,7 @@ impl LedgerReader {
         match self.layouts[i].get_or_try_init(|| self.walk(i)).await {
             Ok(layout) => Ok(Arc::clone(layout)),
             Err(e) => {
-                if matches!(e, ReadError::Structure { .. } | ReadError::Version { .. }) {
+                if matches!(e, ReadError::Structure { .. }) {
                     *self.failed[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
                 }
                 Err(e)
@@ -372,9 +443,21 @@ impl LedgerReader {
         }
     }
 
+    /// Why blocks of this ledger were refused, for `user.pulsar.error`.
+    pub fn refusals(&self) -> Vec<String> {
+        self.failed
+            .iter()
+            .filter_map(|slot| slot.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .map(|e| e.to_string())
+            .collect()
+    }
+
     /// Fetches block `i` whole, checks it, keeps its payload in the cache, returns its layout.
+    /// At most [`WALKS`] blocks are fetched at once across the mount.
     async fn walk(&self, i: usize) -> Result<Arc<Layout>, ReadError> {
-        self.check_version().await?;
+        let _permit = self.cache.walks.acquire().await.map_err(|e| {
+            ReadError::Store(StoreError::Other(format!("walks are shut down: {e}")))
+        })?;
         let span = &self.spans[i];
         let block = self
             .cache
@@ -390,62 +473,35 @@ impl LedgerReader {
             ends.push(total);
         }
         let layout = Layout { ends };
-        if let Some(lengths) = &self.unpadded
-            && lengths[i] != layout.payload()
-        {
+        if self.unpadded.is_some() && span.unpadded != layout.payload() {
             return Err(self.structure(
                 span.physical.start,
                 format!(
                     "the block holds {} bytes of entries; its size says {}",
                     layout.payload(),
-                    lengths[i]
+                    span.unpadded
                 ),
             ));
         }
-        // The payload, in chunks, each its own buffer.
-        let mut chunk = BytesMut::with_capacity(CHUNK.min(layout.payload()) as usize);
-        let mut n = 0;
+        // The payload, framing squeezed out in place, cut into chunks that share the buffer.
+        let mut payload = block
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let mut to = 0usize;
         for entry in &entries {
-            let mut bytes = &block[entry.offset as usize..(entry.offset + entry.len) as usize];
-            while !bytes.is_empty() {
-                let room = CHUNK as usize - chunk.len();
-                let take = room.min(bytes.len());
-                chunk.extend_from_slice(&bytes[..take]);
-                bytes = &bytes[take..];
-                if chunk.len() as u64 == CHUNK {
-                    self.cache.put(self.key(i, n), chunk.split().freeze());
-                    n += 1;
-                }
-            }
+            let from = entry.offset as usize;
+            payload.copy_within(from..from + entry.len as usize, to);
+            to += entry.len as usize;
         }
-        if !chunk.is_empty() {
-            self.cache.put(self.key(i, n), chunk.freeze());
+        payload.truncate(to);
+        let mut n = 0;
+        while !payload.is_empty() {
+            let take = (CHUNK as usize).min(payload.len());
+            self.cache
+                .put(self.key(i, n), payload.split_to(take).freeze());
+            n += 1;
         }
         Ok(Arc::new(layout))
-    }
-
-    /// The data object must say format version 1, as Pulsar's own readers require.
-    async fn check_version(&self) -> Result<(), ReadError> {
-        self.version
-            .get_or_try_init(|| async {
-                let head = self.cache.store.head_with_metadata(&self.object).await?;
-                let Some((size, metadata)) = head else {
-                    return Err(StoreError::NotFound(self.object.to_string()).into());
-                };
-                let version = metadata.get(VERSION_KEY).map(String::as_str);
-                if version != Some(FORMAT_VERSION) || size != self.ledger.data_size {
-                    return Err(ReadError::Version {
-                        object: self.object.to_string(),
-                        reason: format!(
-                            "format version {version:?} and {size} bytes; format \"{FORMAT_VERSION}\" and {} bytes expected",
-                            self.ledger.data_size
-                        ),
-                    });
-                }
-                Ok(())
-            })
-            .await
-            .map(|_| ())
     }
 
     fn key(&self, block: usize, chunk: u64) -> BlockKey {
@@ -457,14 +513,14 @@ impl LedgerReader {
 
     /// Chunk `n` of block `i`'s payload (`payload` bytes long): cached, or walked, or fetched
     /// again through the layout.
-    async fn chunk(&self, i: usize, n: u64, payload: u64) -> Result<Bytes, ReadError> {
+    async fn chunk(self: &Arc<Self>, i: usize, n: u64, payload: u64) -> Result<Bytes, ReadError> {
         let key = self.key(i, n);
         if let Some(data) = self.cache.get(&key) {
             return Ok(data);
         }
         self.cache.metrics.cache_misses.inc();
         let walked_now = !self.layouts[i].initialized();
-        let layout = self.layout(i).await?;
+        let layout = self.walked(i).await?;
         if walked_now && let Some(data) = self.cache.get(&key) {
             return Ok(data);
         }
@@ -483,7 +539,10 @@ impl LedgerReader {
         range: Range<u64>,
     ) -> Result<Bytes, ReadError> {
         let span = &self.spans[i];
-        let (from, first) = layout.physical(range.start);
+        let (payload_at, first) = layout.physical(range.start);
+        // A range that starts where an entry does brings that entry's header along, to check.
+        let at_entry = range.start == layout.ends[first] - layout.len_of(first);
+        let from = payload_at - if at_entry { ENTRY_RECORD_HEADER } else { 0 };
         let (last_byte, _) = layout.physical(range.end - 1);
         let physical = span.physical.start + from..span.physical.start + last_byte + 1;
         let raw = self.cache.get_range(&self.object, physical.clone()).await?;
@@ -492,7 +551,7 @@ impl LedgerReader {
         let mut k = first;
         while x < range.end {
             let entry_start = layout.ends[k] - layout.len_of(k);
-            if x == entry_start && x != range.start {
+            if x == entry_start && (x != range.start || at_entry) {
                 // An entry header lies just before this byte: it must say what the walk found.
                 let at = (BLOCK_HEADER_LEN + ENTRY_RECORD_HEADER * k as u64 + entry_start - from)
                     as usize;
@@ -521,17 +580,21 @@ impl LedgerReader {
 
     /// Every entry's length, in order (walking every block not walked yet): where each entry
     /// of the ledger file starts and ends.
-    pub async fn entry_lengths(&self) -> Result<Vec<u64>, ReadError> {
+    pub async fn entry_lengths(self: &Arc<Self>) -> Result<Vec<u64>, ReadError> {
         let mut lengths = Vec::with_capacity(self.ledger.entries as usize);
         for i in 0..self.spans.len() {
-            let layout = self.layout(i).await?;
+            let layout = self.timed(self.walked(i)).await?;
             lengths.extend((0..layout.ends.len()).map(|k| layout.len_of(k)));
         }
         Ok(lengths)
     }
 
     /// Entry lengths for entries `first..first + count` only (walking just their blocks).
-    pub async fn lengths_of(&self, first: u64, count: u64) -> Result<Vec<u64>, ReadError> {
+    pub async fn lengths_of(
+        self: &Arc<Self>,
+        first: u64,
+        count: u64,
+    ) -> Result<Vec<u64>, ReadError> {
         let mut out = Vec::with_capacity(count as usize);
         let end = first + count;
         for (i, span) in self.spans.iter().enumerate() {
@@ -539,7 +602,7 @@ impl LedgerReader {
             if span_end <= first || span.first_entry >= end {
                 continue;
             }
-            let layout = self.layout(i).await?;
+            let layout = self.timed(self.walked(i)).await?;
             for id in first.max(span.first_entry)..end.min(span_end) {
                 out.push(layout.len_of((id - span.first_entry) as usize));
             }

@@ -11,14 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
-use super::bucket::{Status, Survey, UNKNOWN_DIR, VERSION_KEY, survey};
-use super::offload_format::{FORMAT_VERSION, ObjectName};
+use super::bucket::{Status, Survey, UNKNOWN_DIR, pulsar_name, survey};
+use super::offload_format::ObjectName;
 use crate::store::{ObjectStore, StoreError};
-
-/// Data objects checked at once (one HEAD each).
-const PARALLEL_HEADS: usize = 32;
 
 #[derive(Debug, Serialize)]
 pub struct ObjectLine {
@@ -58,71 +54,30 @@ pub struct Report {
     pub counts: BTreeMap<&'static str, u64>,
 }
 
-/// Surveys the bucket, checks the data objects' format version, and aborts stale uploads if
-/// asked.
+/// Surveys the bucket and aborts stale uploads if asked (an upload that cannot be aborted is
+/// reported with the reason; the others go on).
 pub async fn scan(
     store: &Arc<dyn ObjectStore>,
     prefix: &str,
     abort_older_than: Option<Duration>,
 ) -> Result<Report, StoreError> {
-    let mut found = survey(store, prefix, None, None).await?;
-    check_data_versions(store, &mut found).await?;
-    let mut report = report_of(&found);
+    let found = survey(store, prefix, None, None).await?;
+    let mut report = report_of(prefix, &found);
     if let Some(age) = abort_older_than {
         for upload in &mut report.uploads {
             if !upload.note.is_empty() || upload.age_seconds.is_none_or(|s| s < age.as_secs()) {
                 continue;
             }
-            store
-                .abort_multipart(&upload.key, &upload.upload_id)
-                .await?;
-            upload.aborted = true;
+            match store.abort_multipart(&upload.key, &upload.upload_id).await {
+                Ok(()) => upload.aborted = true,
+                Err(e) => upload.note = format!("cannot abort: {e}"),
+            }
         }
     }
     Ok(report)
 }
 
-/// Copies shown or duplicated must have data objects of format version 1 too.
-async fn check_data_versions(
-    store: &Arc<dyn ObjectStore>,
-    found: &mut Survey,
-) -> Result<(), StoreError> {
-    let limit = Arc::new(Semaphore::new(PARALLEL_HEADS));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, copy) in found.copies.iter().enumerate() {
-        let Some(ledger) = &copy.ledger else {
-            continue;
-        };
-        let (store, key, limit) = (
-            Arc::clone(store),
-            ledger.data_key.clone(),
-            Arc::clone(&limit),
-        );
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            (i, store.head_with_metadata(&key).await)
-        });
-    }
-    while let Some(joined) = tasks.join_next().await {
-        let (i, head) = joined.map_err(|e| StoreError::Other(format!("a HEAD failed: {e}")))?;
-        let version = match head? {
-            None => {
-                found.copies[i].status =
-                    Status::Incomplete("the data object went while scanning".into());
-                continue;
-            }
-            Some((_, metadata)) => metadata.get(VERSION_KEY).cloned(),
-        };
-        if version.as_deref() != Some(FORMAT_VERSION) {
-            found.copies[i].status = Status::Unknown(format!(
-                "the data object's format version is {version:?}, not \"{FORMAT_VERSION}\""
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn report_of(found: &Survey) -> Report {
+fn report_of(prefix: &str, found: &Survey) -> Report {
     let mut objects = Vec::new();
     let mut topics: BTreeMap<String, Totals> = BTreeMap::new();
     let mut bucket = Totals::default();
@@ -177,7 +132,7 @@ fn report_of(found: &Survey) -> Report {
         .uploads
         .iter()
         .map(|u| {
-            let pulsars = matches!(ObjectName::parse(&u.key), Some(ObjectName::Data { .. }));
+            let pulsars = matches!(pulsar_name(prefix, &u.key), Some(ObjectName::Data { .. }));
             UploadLine {
                 key: u.key.clone(),
                 upload_id: u.upload_id.clone(),
