@@ -406,49 +406,54 @@ pub async fn load(
             other => Ok(Status::Unknown(format!("cannot read {key}: {other}"))),
         }
     };
-    // The index object: kept where it was read before and still decodes.
-    let kept = cache
-        .and_then(|c| c.get(&index.key, index.size))
-        .filter(|(body, _)| LedgerIndex::decode(body).is_ok());
-    let (body, metadata) = match kept {
-        Some(kept) => kept,
-        None => match store.get_with_metadata(&index.key).await {
-            Ok(fetched) => {
-                if let Some(cache) = cache
-                    && let Err(e) = cache.put(&index.key, &fetched.0, &fetched.1)
-                {
-                    warn!(key = %index.key, error = %e, "cannot keep an index object under the data directory");
-                }
-                fetched
-            }
-            Err(e) => return unreadable(&index.key, e).map(Err),
-        },
+    // The index object and the data object's metadata, both at once; both kept under the
+    // data directory (the data object's as an empty body), as neither ever changes.
+    let index_object = async {
+        let kept = cache
+            .and_then(|c| c.get(&index.key, index.size))
+            .filter(|(body, _)| LedgerIndex::decode(body).is_ok());
+        if let Some(kept) = kept {
+            return Ok(Some(kept));
+        }
+        let fetched = match store.get_with_metadata(&index.key).await {
+            Ok(fetched) => fetched,
+            Err(StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if let Some(cache) = cache
+            && let Err(e) = cache.put(&index.key, &fetched.0, &fetched.1)
+        {
+            warn!(key = %index.key, error = %e, "cannot keep an index object under the data directory");
+        }
+        Ok(Some(fetched))
     };
-    if let Err(status) = format_version("index", &metadata) {
-        return Ok(Err(status));
-    }
-    // The data object's metadata: kept too (an empty body beside it).
-    let data_metadata = match cache.and_then(|c| c.get(&data.key, 0)) {
-        Some((_, kept)) => kept,
-        None => match store.head_with_metadata(&data.key).await {
-            Ok(Some((_, metadata))) => {
-                if let Some(cache) = cache
-                    && let Err(e) = cache.put(&data.key, &[], &metadata)
-                {
-                    warn!(key = %data.key, error = %e, "cannot keep a data object's metadata under the data directory");
-                }
-                metadata
-            }
-            Ok(None) => {
-                return Ok(Err(Status::Incomplete(format!(
-                    "{} went while listing",
-                    data.key
-                ))));
-            }
-            Err(e) => return unreadable(&data.key, e).map(Err),
-        },
+    let data_object = async {
+        if let Some((_, kept)) = cache.and_then(|c| c.get(&data.key, 0)) {
+            return Ok(Some(kept));
+        }
+        let head = store.head_with_metadata(&data.key).await?;
+        if let (Some(cache), Some((_, metadata))) = (cache, &head)
+            && let Err(e) = cache.put(&data.key, &[], metadata)
+        {
+            warn!(key = %data.key, error = %e, "cannot keep a data object's metadata under the data directory");
+        }
+        Ok(head.map(|(_, metadata)| metadata))
     };
-    if let Err(status) = format_version("data", &data_metadata) {
+    let (index_object, data_object) = tokio::join!(index_object, data_object);
+    let gone = |key: &str| Ok(Err(Status::Incomplete(format!("{key} went while listing"))));
+    let (body, metadata) = match index_object {
+        Ok(Some(object)) => object,
+        Ok(None) => return gone(&index.key),
+        Err(e) => return unreadable(&index.key, e).map(Err),
+    };
+    let data_metadata = match data_object {
+        Ok(Some(metadata)) => metadata,
+        Ok(None) => return gone(&data.key),
+        Err(e) => return unreadable(&data.key, e).map(Err),
+    };
+    if let Err(status) =
+        format_version("index", &metadata).and_then(|()| format_version("data", &data_metadata))
+    {
         return Ok(Err(status));
     }
     Ok(checked(copy, data, index, &body, &metadata))

@@ -193,8 +193,12 @@ fn a_ledger_file_is_its_entries_concatenated_at_every_offset() {
     let entries = entries(120, 5);
     let expected: Vec<u8> = entries.concat();
     // Cache of 64 MiB (chunks kept), then of nothing (every chunk fetched again by range).
-    for cache_bytes in [64 << 20, 0] {
-        let (_, reader) = reader_over(&rt, &entries, 3000, cache_bytes);
+    // Blocks arriving whole or in small buffers that cut records anywhere.
+    for (cache_bytes, piece) in [(64 << 20, 0), (0, 0), (64 << 20, 97), (0, 13)] {
+        let (store, reader) = reader_over(&rt, &entries, 3000, cache_bytes);
+        store
+            .stream_frame
+            .store(piece, std::sync::atomic::Ordering::SeqCst);
         assert_eq!(reader.ledger().length, expected.len() as u64);
         let whole = rt
             .block_on(reader.read(0, expected.len() as u64 + 100, true))
@@ -207,7 +211,7 @@ fn a_ledger_file_is_its_entries_concatenated_at_every_offset() {
                 assert_eq!(
                     &got[..],
                     &expected[offset as usize..end],
-                    "offset {offset} len {len} cache {cache_bytes}"
+                    "offset {offset} len {len} cache {cache_bytes} piece {piece}"
                 );
             }
         }

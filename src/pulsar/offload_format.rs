@@ -103,68 +103,216 @@ pub fn entries_of_block(
     first: u64,
     last: u64,
 ) -> Result<Vec<EntryInBlock>, PulsarError> {
-    let header = BlockHeader::decode(block)?;
-    if header.block_len != block.len() as u64 {
-        return Err(PulsarError::Block(format!(
-            "block header says {} bytes; the block has {}",
-            header.block_len,
-            block.len()
-        )));
-    }
-    if header.first_entry_id != first {
-        return Err(PulsarError::Block(format!(
-            "block starts with entry {}; the index says {first}",
-            header.first_entry_id
-        )));
-    }
-    // No more records than the block could hold, whatever the index claims.
-    let most = block.len() as u64 / ENTRY_RECORD_HEADER;
-    let mut entries = Vec::with_capacity((last.saturating_sub(first) + 1).min(most) as usize);
-    let mut at = BLOCK_HEADER_LEN;
-    for expected in first..=last {
-        if at + ENTRY_RECORD_HEADER > header.block_len {
-            return Err(PulsarError::Block(format!(
-                "entry {expected}'s record would start at {at}, past the block's end"
-            )));
-        }
-        let len = u32_at(block, at as usize) as i32;
-        let id = u64_at(block, at as usize + 4);
-        if len < 0 {
-            return Err(PulsarError::Block(format!(
-                "entry {expected} has a negative length ({len}) at offset {at}"
-            )));
-        }
-        if id != expected {
-            return Err(PulsarError::Block(format!(
-                "entry record at offset {at} holds entry {id}; entry {expected} was expected"
-            )));
-        }
-        let offset = at + ENTRY_RECORD_HEADER;
-        let end = offset + len as u64;
-        if end > header.block_len {
-            return Err(PulsarError::Block(format!(
-                "entry {id} ({len} bytes at offset {offset}) runs past the block's end"
-            )));
-        }
-        entries.push(EntryInBlock {
-            entry_id: id,
-            offset,
-            len: len as u64,
-        });
-        at = end;
-    }
-    let padding = &block[at as usize..];
-    if let Some(bad) = padding
-        .iter()
-        .enumerate()
-        .position(|(i, b)| *b != BLOCK_PADDING[i % 4])
-    {
-        return Err(PulsarError::Block(format!(
-            "the block's padding is wrong at offset {} (after entry {last})",
-            at as usize + bad
-        )));
-    }
+    let mut walker = BlockWalker::new(block.len() as u64, first, last);
+    let mut entries = Vec::new();
+    walker.feed(block, |entry, _| entries.push(entry))?;
+    walker.finish()?;
     Ok(entries)
+}
+
+/// Where a [`BlockWalker`] is in its block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WalkState {
+    Header,
+    /// The next entry record, of this id.
+    Entry(u64),
+    /// After the last entry record, since this offset.
+    Padding(u64),
+}
+
+/// Checks a block as its bytes arrive, in order, with the checks of [`entries_of_block`]:
+/// each entry is handed over (with its bytes) as soon as it is whole, so a reader of the block
+/// need not wait for all of it. Only an incomplete record is kept between calls.
+#[derive(Debug)]
+pub struct BlockWalker {
+    block_len: u64,
+    first: u64,
+    last: u64,
+    state: WalkState,
+    /// Offset in the block of `pending[0]`.
+    at: u64,
+    /// Bytes of an incomplete header or entry record.
+    pending: Vec<u8>,
+}
+
+impl BlockWalker {
+    /// A walker of a block of `block_len` bytes (as the index places it) holding entries
+    /// `first..=last`.
+    pub fn new(block_len: u64, first: u64, last: u64) -> Self {
+        Self {
+            block_len,
+            first,
+            last,
+            state: WalkState::Header,
+            at: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Takes the next bytes of the block; `entry` is called for every entry they complete,
+    /// with its bytes.
+    pub fn feed(
+        &mut self,
+        bytes: &[u8],
+        mut entry: impl FnMut(EntryInBlock, &[u8]),
+    ) -> Result<(), PulsarError> {
+        if self.at + (self.pending.len() + bytes.len()) as u64 > self.block_len {
+            return Err(PulsarError::Block(format!(
+                "the block is longer than the {} bytes the index gives it",
+                self.block_len
+            )));
+        }
+        let mut bytes = bytes;
+        // An incomplete record left from the last call is completed with just the bytes it
+        // needs; the rest is walked where it lies, without a copy.
+        while !self.pending.is_empty() && !bytes.is_empty() {
+            let need = self.needed().saturating_sub(self.pending.len()).max(1);
+            let take = need.min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            let pending = std::mem::take(&mut self.pending);
+            let used = self.walk(&pending, &mut entry)?;
+            self.at += used as u64;
+            self.pending = pending[used..].to_vec();
+        }
+        if self.pending.is_empty() {
+            let used = self.walk(bytes, &mut entry)?;
+            self.at += used as u64;
+            self.pending = bytes[used..].to_vec();
+        }
+        Ok(())
+    }
+
+    /// Bytes the next header or record needs in all, as far as `pending` tells.
+    fn needed(&self) -> usize {
+        match self.state {
+            WalkState::Header => BLOCK_HEADER_LEN as usize,
+            WalkState::Entry(_) if self.pending.len() < ENTRY_RECORD_HEADER as usize => {
+                ENTRY_RECORD_HEADER as usize
+            }
+            WalkState::Entry(_) => {
+                let len = u32_at(&self.pending, 0) as i32;
+                ENTRY_RECORD_HEADER as usize + len.max(0) as usize
+            }
+            WalkState::Padding(_) => 1,
+        }
+    }
+
+    /// Consumes what it can of `data` (which starts at `self.at`); returns how much.
+    fn walk(
+        &mut self,
+        data: &[u8],
+        entry: &mut impl FnMut(EntryInBlock, &[u8]),
+    ) -> Result<usize, PulsarError> {
+        let mut used = 0usize;
+        loop {
+            let here = self.at + used as u64;
+            let left = &data[used..];
+            match self.state {
+                WalkState::Header => {
+                    if (left.len() as u64) < BLOCK_HEADER_LEN {
+                        return Ok(used);
+                    }
+                    let header = BlockHeader::decode(left)?;
+                    if header.block_len != self.block_len {
+                        return Err(PulsarError::Block(format!(
+                            "block header says {} bytes; the block has {}",
+                            header.block_len, self.block_len
+                        )));
+                    }
+                    if header.first_entry_id != self.first {
+                        return Err(PulsarError::Block(format!(
+                            "block starts with entry {}; the index says {}",
+                            header.first_entry_id, self.first
+                        )));
+                    }
+                    used += BLOCK_HEADER_LEN as usize;
+                    self.state = if self.first > self.last {
+                        WalkState::Padding(BLOCK_HEADER_LEN)
+                    } else {
+                        WalkState::Entry(self.first)
+                    };
+                }
+                WalkState::Entry(expected) => {
+                    if here + ENTRY_RECORD_HEADER > self.block_len {
+                        return Err(PulsarError::Block(format!(
+                            "entry {expected}'s record would start at {here}, past the block's end"
+                        )));
+                    }
+                    if (left.len() as u64) < ENTRY_RECORD_HEADER {
+                        return Ok(used);
+                    }
+                    let len = u32_at(left, 0) as i32;
+                    let id = u64_at(left, 4);
+                    if len < 0 {
+                        return Err(PulsarError::Block(format!(
+                            "entry {expected} has a negative length ({len}) at offset {here}"
+                        )));
+                    }
+                    if id != expected {
+                        return Err(PulsarError::Block(format!(
+                            "entry record at offset {here} holds entry {id}; entry {expected} was expected"
+                        )));
+                    }
+                    let offset = here + ENTRY_RECORD_HEADER;
+                    let end = offset + len as u64;
+                    if end > self.block_len {
+                        return Err(PulsarError::Block(format!(
+                            "entry {id} ({len} bytes at offset {offset}) runs past the block's end"
+                        )));
+                    }
+                    let record = ENTRY_RECORD_HEADER as usize + len as usize;
+                    if left.len() < record {
+                        return Ok(used);
+                    }
+                    entry(
+                        EntryInBlock {
+                            entry_id: id,
+                            offset,
+                            len: len as u64,
+                        },
+                        &left[ENTRY_RECORD_HEADER as usize..record],
+                    );
+                    used += record;
+                    self.state = if id == self.last {
+                        WalkState::Padding(end)
+                    } else {
+                        WalkState::Entry(id + 1)
+                    };
+                }
+                WalkState::Padding(since) => {
+                    if let Some(bad) = left.iter().enumerate().position(|(i, b)| {
+                        *b != BLOCK_PADDING[(here - since + i as u64) as usize % 4]
+                    }) {
+                        return Err(PulsarError::Block(format!(
+                            "the block's padding is wrong at offset {} (after entry {})",
+                            here + bad as u64,
+                            self.last
+                        )));
+                    }
+                    return Ok(data.len());
+                }
+            }
+        }
+    }
+
+    /// Ends the walk: the block must have been whole.
+    pub fn finish(self) -> Result<(), PulsarError> {
+        let reached = self.at + self.pending.len() as u64;
+        match self.state {
+            WalkState::Padding(_) if reached == self.block_len => Ok(()),
+            WalkState::Header if self.block_len < BLOCK_HEADER_LEN => Err(PulsarError::Block(
+                format!("a block of {} bytes cannot hold its header", self.block_len),
+            )),
+            WalkState::Entry(expected) => Err(PulsarError::Block(format!(
+                "entry {expected}'s record is cut short at offset {reached}"
+            ))),
+            _ => Err(PulsarError::Block(format!(
+                "the block ends at {reached} bytes; the index gives it {}",
+                self.block_len
+            ))),
+        }
+    }
 }
 
 /// BookKeeper's `LedgerMetadataFormat`, the fields read here (proto2; `DataFormats.proto`).

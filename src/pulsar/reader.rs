@@ -1,23 +1,25 @@
 //! Reads a ledger file of a `--pulsar` mount: the ledger's entries, concatenated, out of the
-//! data object's blocks, every block checked structurally before a byte of it is served.
+//! data object's blocks, every record of a block checked before its bytes are served.
 //!
 //! The ledger file's bytes are the blocks' entry bytes with block headers, entry framing
 //! (`[i32 length][i64 entryId]`) and padding removed. Where block `i`'s bytes start in the file
 //! depends on how many payload bytes the blocks before it hold, which their framing and padding
 //! decide. So:
 //!
-//! - A block is **walked** the first time any byte of it is needed: one ranged GET of the whole
-//!   block, checked by [`entries_of_block`] (magic, header and block lengths, first entry id
-//!   against the index, consecutive entry ids, lengths adding up, padding). Its entry lengths
-//!   (its *layout*, 4 bytes an entry) are kept for the life of the mount, and its payload goes
-//!   into the memory cache in chunks of [`CHUNK`] bytes.
+//! - A block is **walked** the first time any byte of it is needed, by a task of its own: ranged
+//!   GET whose body is fed, as it arrives, to a [`BlockWalker`], which checks magic, header and block lengths, the first entry id against
+//!   the index, consecutive entry ids, lengths adding up and padding. An entry's bytes go into
+//!   the memory cache, in chunks of [`CHUNK`] bytes, once the record after it checks out too;
+//!   readers waiting on the block are woken chunk by chunk. Its entry lengths (its *layout*) are
+//!   kept for the life of the mount. At most [`WALKS`] blocks are walked at once.
 //! - Where the blocks carry no padding at all (the index and the ledger's length say so: the
 //!   data object is exactly headers, framing and entries), every block's place is known
-//!   without walking; otherwise a block's place is known once the blocks before it are walked.
+//!   without walking; otherwise a block's place is known once the blocks before it are walked,
+//!   and a read far into the file walks every block that may precede it, in parallel.
 //! - A chunk evicted from the memory cache is fetched again by one ranged GET of just its bytes,
 //!   mapped through the layout; every entry header inside the range must say the length and id
 //!   the walk found.
-//! - A sequential reader of block `i` has block `i + 1` walked in the background.
+//! - A sequential reader has the next [`WALK_AHEAD`] blocks walked in the background.
 //!
 //! Any mismatch is [`ReadError::Structure`], naming the object and the offset: EIO at the
 //! mount, and a log line, never wrong bytes. Pulsar's blocks carry no checksum of their own;
@@ -28,11 +30,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, watch};
 use tracing::error;
 
 use super::bucket::Ledger;
-use super::offload_format::{BLOCK_HEADER_LEN, ENTRY_RECORD_HEADER, entries_of_block};
+use super::offload_format::{BLOCK_HEADER_LEN, BlockWalker, ENTRY_RECORD_HEADER};
 use crate::cache::{BlockKey, MemoryCache};
 use crate::metrics::Metrics;
 use crate::store::{ObjectStore, StoreError};
@@ -179,6 +181,50 @@ impl Layout {
     }
 }
 
+/// How far a walk of a block has come.
+#[derive(Debug, Clone, Copy, Default)]
+struct Progress {
+    /// Bytes of the block's payload checked and in the cache, from its start.
+    published: u64,
+    /// The walk is over (its layout is set, or it failed).
+    ended: bool,
+}
+
+/// A walk's payload, cut into chunks as it arrives.
+#[derive(Debug, Default)]
+struct Chunks {
+    filling: BytesMut,
+    full: std::collections::VecDeque<Bytes>,
+    /// Payload bytes checked so far (an entry is checked once the record after it is).
+    verified: u64,
+    /// Payload bytes handed to the cache, in `count` chunks.
+    published: u64,
+    count: u64,
+}
+
+impl Chunks {
+    fn append(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.filling.capacity() == 0 {
+                self.filling.reserve(CHUNK as usize);
+            }
+            let take = (CHUNK as usize - self.filling.len()).min(bytes.len());
+            self.filling.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.filling.len() as u64 == CHUNK {
+                self.full.push_back(self.filling.split().freeze());
+            }
+        }
+    }
+
+    /// The last, partial chunk is complete too.
+    fn close(&mut self) {
+        if !self.filling.is_empty() {
+            self.full.push_back(self.filling.split().freeze());
+        }
+    }
+}
+
 /// A ledger's reader, shared by every open handle of its file.
 #[derive(Debug)]
 pub struct LedgerReader {
@@ -189,6 +235,8 @@ pub struct LedgerReader {
     layouts: Vec<OnceCell<Arc<Layout>>>,
     /// A task walks block `i` now.
     walking: Vec<std::sync::atomic::AtomicBool>,
+    /// How far each block's walk has come, for readers waiting on it.
+    progress: Vec<watch::Sender<Progress>>,
     /// A block found malformed stays so (its objects never change): refused at once after.
     failed: Vec<Mutex<Option<ReadError>>>,
     /// Whether the blocks carry no padding at all (then every block's place is known
@@ -243,6 +291,10 @@ impl LedgerReader {
                 .iter()
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
+            progress: spans
+                .iter()
+                .map(|_| watch::Sender::new(Progress::default()))
+                .collect(),
             spans,
             unpadded,
             padding,
@@ -254,6 +306,10 @@ impl LedgerReader {
 
     pub fn ledger(&self) -> &Arc<Ledger> {
         &self.ledger
+    }
+
+    pub fn cache(&self) -> &Arc<LedgerCache> {
+        &self.cache
     }
 
     fn structure(&self, offset: u64, reason: impl Into<String>) -> ReadError {
@@ -308,9 +364,9 @@ impl LedgerReader {
         let mut out = BytesMut::new();
         let mut pos = offset;
         while pos < end {
-            let (i, start, payload) = self.locate(pos, sequential).await?;
+            let (i, start) = self.locate(pos, sequential).await?;
             let chunk = (pos - start) / CHUNK;
-            let data = self.chunk(i, chunk, payload).await?;
+            let data = self.chunk(i, chunk).await?;
             let chunk_start = start + chunk * CHUNK;
             let from = (pos - chunk_start) as usize;
             let to = ((end - chunk_start) as usize).min(data.len());
@@ -366,15 +422,15 @@ impl LedgerReader {
             })
     }
 
-    /// The block holding ledger byte `pos`: its number, where its payload starts in the file,
-    /// and the payload's length. Blocks that may precede `pos` and are not walked are walked
-    /// at once, in parallel (their padding decides where `pos` lies); a sequential reader has
-    /// the next [`WALK_AHEAD`] blocks walked too.
+    /// The block holding ledger byte `pos`: its number and where its payload starts in the
+    /// file. Blocks that may precede `pos` and are not walked are walked at once, in parallel
+    /// (their padding decides where `pos` lies); a block being walked answers as soon as its
+    /// checked bytes reach `pos`. A sequential reader has the next [`WALK_AHEAD`] blocks walked.
     async fn locate(
         self: &Arc<Self>,
         pos: u64,
         sequential: bool,
-    ) -> Result<(usize, u64, u64), ReadError> {
+    ) -> Result<(usize, u64), ReadError> {
         if self.unpadded.is_none() {
             // Block i cannot start later than the sum of the unpadded payloads before it, nor
             // earlier than that minus all the padding there is.
@@ -393,7 +449,20 @@ impl LedgerReader {
             let payload = match (&self.unpadded, self.layouts[i].get()) {
                 (_, Some(layout)) => layout.payload(),
                 (Some(_), None) => self.spans[i].unpadded,
-                (None, None) => self.walked(i).await?.payload(),
+                (None, None) => {
+                    self.start_walk(i);
+                    let mut progress = self.progress[i].subscribe();
+                    let reached = progress
+                        .wait_for(|p| pos < start + p.published || p.ended)
+                        .await
+                        .map(|p| !p.ended)
+                        .unwrap_or(false);
+                    if reached {
+                        self.walk_ahead(i, sequential);
+                        return Ok((i, start));
+                    }
+                    self.walked(i).await?.payload()
+                }
             };
             if i == last && start + payload != self.ledger.length {
                 return Err(self.structure(
@@ -406,12 +475,8 @@ impl LedgerReader {
                 ));
             }
             if pos < start + payload {
-                if sequential {
-                    for ahead in 1..=WALK_AHEAD {
-                        self.start_walk(i + ahead);
-                    }
-                }
-                return Ok((i, start, payload));
+                self.walk_ahead(i, sequential);
+                return Ok((i, start));
             }
             start += payload;
         }
@@ -424,6 +489,14 @@ impl LedgerReader {
         ))
     }
 
+    fn walk_ahead(self: &Arc<Self>, i: usize, sequential: bool) {
+        if sequential {
+            for ahead in 1..=WALK_AHEAD {
+                self.start_walk(i + ahead);
+            }
+        }
+    }
+
     /// Block `i`'s layout, walking the block if no one has.
     async fn layout(&self, i: usize) -> Result<Arc<Layout>, ReadError> {
         let failed = |slot: &Mutex<Option<ReadError>>| {
@@ -432,7 +505,7 @@ impl LedgerReader {
         if let Some(e) = failed(&self.failed[i]) {
             return Err(e);
         }
-        match self.layouts[i].get_or_try_init(|| self.walk(i)).await {
+        let outcome = match self.layouts[i].get_or_try_init(|| self.walk(i)).await {
             Ok(layout) => Ok(Arc::clone(layout)),
             Err(e) => {
                 if matches!(e, ReadError::Structure { .. }) {
@@ -440,7 +513,9 @@ impl LedgerReader {
                 }
                 Err(e)
             }
-        }
+        };
+        self.progress[i].send_modify(|p| p.ended = true);
+        outcome
     }
 
     /// Why blocks of this ledger were refused, for `user.pulsar.error`.
@@ -452,26 +527,50 @@ impl LedgerReader {
             .collect()
     }
 
-    /// Fetches block `i` whole, checks it, keeps its payload in the cache, returns its layout.
-    /// At most [`WALKS`] blocks are fetched at once across the mount.
+    /// Fetches block `i` by one GET whose body is checked as it arrives, and keeps its payload
+    /// in the cache chunk by chunk, an entry's bytes once the record after it checks out too;
+    /// returns its layout. At most [`WALKS`] blocks are fetched at once across the mount.
     async fn walk(&self, i: usize) -> Result<Arc<Layout>, ReadError> {
         let _permit = self.cache.walks.acquire().await.map_err(|e| {
             ReadError::Store(StoreError::Other(format!("walks are shut down: {e}")))
         })?;
+        self.progress[i].send_replace(Progress::default());
         let span = &self.spans[i];
-        let block = self
-            .cache
-            .get_range(&self.object, span.physical.clone())
-            .await?;
+        let block_len = span.physical.end - span.physical.start;
         let last = span.first_entry + span.entries - 1;
-        let entries = entries_of_block(&block, span.first_entry, last)
-            .map_err(|e| self.structure(span.physical.start, e.to_string()))?;
-        let mut ends = Vec::with_capacity(entries.len());
-        let mut total = 0;
-        for entry in &entries {
-            total += entry.len;
-            ends.push(total);
+        let mut walker = BlockWalker::new(block_len, span.first_entry, last);
+        let mut ends: Vec<u64> = Vec::with_capacity(span.entries as usize);
+        let mut chunks = Chunks::default();
+        // One GET of the whole block, checked as its body arrives.
+        self.cache.metrics.get_requests.inc();
+        let mut body = self
+            .cache
+            .store
+            .get_range_stream(&self.object, span.physical.clone())
+            .await
+            .inspect_err(|_| {
+                self.cache.metrics.get_errors.inc();
+            })?;
+        while let Some(bytes) = body.recv().await {
+            let bytes = bytes.inspect_err(|_| {
+                self.cache.metrics.get_errors.inc();
+            })?;
+            self.cache.metrics.get_bytes.inc_by(bytes.len() as u64);
+            walker
+                .feed(&bytes, |entry, payload| {
+                    // The record after an entry checked out: the entry before it is whole.
+                    if let Some(end) = ends.last() {
+                        chunks.verified = *end;
+                    }
+                    ends.push(ends.last().copied().unwrap_or(0) + entry.len);
+                    chunks.append(payload);
+                })
+                .map_err(|e| self.structure(span.physical.start, e.to_string()))?;
+            self.publish(i, &mut chunks);
         }
+        walker
+            .finish()
+            .map_err(|e| self.structure(span.physical.start, e.to_string()))?;
         let layout = Layout { ends };
         if self.unpadded.is_some() && span.unpadded != layout.payload() {
             return Err(self.structure(
@@ -483,25 +582,29 @@ impl LedgerReader {
                 ),
             ));
         }
-        // The payload, framing squeezed out in place, cut into chunks that share the buffer.
-        let mut payload = block
-            .try_into_mut()
-            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        let mut to = 0usize;
-        for entry in &entries {
-            let from = entry.offset as usize;
-            payload.copy_within(from..from + entry.len as usize, to);
-            to += entry.len as usize;
-        }
-        payload.truncate(to);
-        let mut n = 0;
-        while !payload.is_empty() {
-            let take = (CHUNK as usize).min(payload.len());
-            self.cache
-                .put(self.key(i, n), payload.split_to(take).freeze());
-            n += 1;
-        }
+        chunks.verified = layout.payload();
+        chunks.close();
+        self.publish(i, &mut chunks);
         Ok(Arc::new(layout))
+    }
+
+    /// Puts the chunks of block `i` whose bytes are all checked into the cache, and tells the
+    /// readers waiting for them.
+    fn publish(&self, i: usize, chunks: &mut Chunks) {
+        let mut published = None;
+        while let Some(front) = chunks.full.front() {
+            if chunks.published + front.len() as u64 > chunks.verified {
+                break;
+            }
+            let data = chunks.full.pop_front().expect("a front chunk");
+            chunks.published += data.len() as u64;
+            self.cache.put(self.key(i, chunks.count), data);
+            chunks.count += 1;
+            published = Some(chunks.published);
+        }
+        if let Some(published) = published {
+            self.progress[i].send_modify(|p| p.published = published);
+        }
     }
 
     fn key(&self, block: usize, chunk: u64) -> BlockKey {
@@ -511,23 +614,37 @@ impl LedgerReader {
         }
     }
 
-    /// Chunk `n` of block `i`'s payload (`payload` bytes long): cached, or walked, or fetched
-    /// again through the layout.
-    async fn chunk(self: &Arc<Self>, i: usize, n: u64, payload: u64) -> Result<Bytes, ReadError> {
+    /// Chunk `n` of block `i`'s payload: cached, or on its way in a walk, or fetched again
+    /// through the layout.
+    async fn chunk(self: &Arc<Self>, i: usize, n: u64) -> Result<Bytes, ReadError> {
         let key = self.key(i, n);
-        if let Some(data) = self.cache.get(&key) {
-            return Ok(data);
+        let mut missed = false;
+        loop {
+            if let Some(data) = self.cache.get(&key) {
+                return Ok(data);
+            }
+            if !missed {
+                self.cache.metrics.cache_misses.inc();
+                missed = true;
+            }
+            if let Some(layout) = self.layouts[i].get().cloned() {
+                let range = n * CHUNK..((n + 1) * CHUNK).min(layout.payload());
+                let data = self.refetch(i, &layout, range).await?;
+                self.cache.put(key, data.clone());
+                return Ok(data);
+            }
+            self.start_walk(i);
+            let mut progress = self.progress[i].subscribe();
+            let ended = progress
+                .wait_for(|p| p.published > n * CHUNK || p.ended)
+                .await
+                .map(|p| p.ended)
+                .unwrap_or(true);
+            if ended {
+                // The walk is over: it left a layout (look again), or why it failed.
+                self.walked(i).await?;
+            }
         }
-        self.cache.metrics.cache_misses.inc();
-        let walked_now = !self.layouts[i].initialized();
-        let layout = self.walked(i).await?;
-        if walked_now && let Some(data) = self.cache.get(&key) {
-            return Ok(data);
-        }
-        let range = n * CHUNK..((n + 1) * CHUNK).min(payload);
-        let data = self.refetch(i, &layout, range).await?;
-        self.cache.put(key, data.clone());
-        Ok(data)
     }
 
     /// Payload bytes `range` of block `i`, by one ranged GET of just the bytes that hold them;

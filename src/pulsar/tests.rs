@@ -48,6 +48,38 @@ fn a_written_ledger_reads_back_entry_for_entry() {
 }
 
 #[test]
+fn a_block_fed_in_pieces_walks_as_the_whole_block_does() {
+    let entries = entries();
+    let ledger = write_ledger(&entries, 2048, None, 0).unwrap();
+    let index = LedgerIndex::decode(&ledger.index).unwrap();
+    for (i, block) in ledger.parts.iter().enumerate() {
+        let (_, ids) = index.block_span(i).unwrap();
+        let whole = entries_of_block(block, *ids.start(), *ids.end()).unwrap();
+        for piece in [1, 5, 12, 13, 100, 4096] {
+            let mut walker = BlockWalker::new(block.len() as u64, *ids.start(), *ids.end());
+            let mut seen = Vec::new();
+            for bytes in block.chunks(piece) {
+                walker
+                    .feed(bytes, |e, payload| {
+                        assert_eq!(
+                            payload,
+                            &block[e.offset as usize..(e.offset + e.len) as usize]
+                        );
+                        seen.push(e);
+                    })
+                    .unwrap();
+            }
+            walker.finish().unwrap();
+            assert_eq!(seen, whole, "block {i} in pieces of {piece}");
+        }
+        // Cut short: refused at the end, whatever was fed.
+        let mut walker = BlockWalker::new(block.len() as u64, *ids.start(), *ids.end());
+        walker.feed(&block[..block.len() - 1], |_, _| {}).unwrap();
+        assert!(walker.finish().is_err());
+    }
+}
+
+#[test]
 fn damaged_blocks_are_refused_naming_the_fault() {
     let entries = entries();
     let ledger = write_ledger(&entries, 1024, None, 0).unwrap();

@@ -25,6 +25,8 @@ pub struct MemoryStore {
     /// Bytes written by PUTs.
     pub put_bytes: AtomicU64,
     pub failing: AtomicBool,
+    /// Bytes per buffer of a streamed GET (0: 1 MiB), to cut records anywhere in tests.
+    pub stream_frame: std::sync::atomic::AtomicUsize,
     pub stall: Mutex<Option<Duration>>,
 }
 
@@ -167,6 +169,22 @@ impl ObjectStore for MemoryStore {
     }
     async fn list_multipart(&self, _: &str) -> Result<Vec<PendingUpload>, StoreError> {
         Ok(Vec::new())
+    }
+    async fn get_range_stream(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<Bytes, StoreError>>, StoreError> {
+        let frame = match self.stream_frame.load(Ordering::SeqCst) {
+            0 => 1 << 20,
+            n => n,
+        };
+        let pieces = self.get_range(key, range, frame).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(pieces.len().max(1));
+        for piece in pieces {
+            let _ = tx.try_send(Ok(piece));
+        }
+        Ok(rx)
     }
     async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, Metadata), StoreError> {
         let body = self.get(key).await?;

@@ -171,6 +171,22 @@ pub trait ObjectStore: Send + Sync + Debug {
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
     async fn list_multipart(&self, prefix: &str) -> Result<Vec<PendingUpload>, StoreError>;
 
+    /// Bytes `range` of the object as they arrive, in the buffers the transport gives (no
+    /// copy); the last item is an error if the body breaks off. A range past the end is cut at
+    /// the end. Stores without streaming send it in one piece.
+    async fn get_range_stream(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<Bytes, StoreError>>, StoreError> {
+        let pieces = self.get_range(key, range, 1 << 20).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(pieces.len().max(1));
+        for piece in pieces {
+            let _ = tx.try_send(Ok(piece));
+        }
+        Ok(rx)
+    }
+
     /// The object and its user metadata. Stores that keep none answer an empty map.
     async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, Metadata), StoreError> {
         Ok((self.get(key).await?, Metadata::new()))

@@ -521,6 +521,59 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn get_range_stream(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<Bytes, StoreError>>, StoreError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_FRAMES);
+        if range.is_empty() {
+            return Ok(rx);
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+            .map_err(|e| map_err(&format!("GetObject {key} {range:?}"), e))?;
+        let asked = range.end - range.start;
+        // A server that ignores Range answers with the whole object: skip to what was asked.
+        let whole_object = out.content_range.is_none()
+            && out.content_length.is_none_or(|n| n.max(0) as u64 != asked);
+        let (mut skip, mut left) = (if whole_object { range.start } else { 0 }, asked);
+        let mut body = out.body;
+        let key = key.to_string();
+        tokio::spawn(async move {
+            while left > 0 {
+                let Some(chunk) = body.next().await else {
+                    return;
+                };
+                let mut chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        let e = StoreError::Transient(format!(
+                            "GetObject {key}: reading the body: {e}"
+                        ));
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let skipped = skip.min(chunk.len() as u64);
+                skip -= skipped;
+                let _ = chunk.split_to(skipped as usize);
+                chunk.truncate(left.min(chunk.len() as u64) as usize);
+                left -= chunk.len() as u64;
+                if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
+                    return; // the reader went away
+                }
+            }
+        });
+        Ok(rx)
+    }
+
     async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, Metadata), StoreError> {
         let out = self
             .client
@@ -609,6 +662,9 @@ impl ObjectStore for S3Store {
         })
     }
 }
+
+/// Body buffers a streamed GET holds ahead of its reader.
+const STREAM_FRAMES: usize = 32;
 
 /// User metadata as the SDK hands it, keys lower-cased (S3 keeps them so; OSS may not).
 fn lower_cased(metadata: Option<&std::collections::HashMap<String, String>>) -> Metadata {
