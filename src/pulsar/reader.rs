@@ -45,7 +45,7 @@ pub const CHUNK: u64 = 1 << 20;
 /// arrives (64 MiB by default in Pulsar).
 pub const WALKS: usize = 3;
 /// Blocks walked ahead of a sequential reader.
-pub const WALK_AHEAD: usize = 2;
+pub const WALK_AHEAD: usize = 1;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReadError {
