@@ -111,13 +111,13 @@ type Answer = watch::Sender<Option<Result<Bytes, CacheError>>>;
 /// The blocks one fetch claimed. Dropped with blocks still unanswered (an error, or the read
 /// that ran the fetch timed out and was dropped), it answers them `Abandoned` and releases
 /// them, so no block is ever left claimed by a fetch that no longer runs.
-struct Flights<'a> {
-    cache: &'a Cache,
+struct Flights {
+    cache: Arc<Cache>,
     object: Arc<str>,
     senders: Vec<(BlockKey, Answer)>,
 }
 
-impl Flights<'_> {
+impl Flights {
     fn fail_all(&mut self, error: &CacheError) {
         for (key, tx) in std::mem::take(&mut self.senders) {
             self.cache.answer(&key, &tx, Err(error.clone()));
@@ -125,7 +125,7 @@ impl Flights<'_> {
     }
 }
 
-impl Drop for Flights<'_> {
+impl Drop for Flights {
     fn drop(&mut self) {
         for (key, tx) in std::mem::take(&mut self.senders) {
             let abandoned = CacheError::Abandoned {
@@ -434,39 +434,61 @@ impl Cache {
         }
     }
 
-    /// Fetches the blocks of `range` that nobody holds or fetches, as one ranged GET; returns
-    /// the blocks it fetched (the run stops before the first block held or in flight elsewhere).
+    /// Fetches the first run of consecutive blocks of `range` that nobody holds or fetches, as
+    /// one ranged GET; returns the blocks it fetched (blocks held or in flight before the run
+    /// are passed over; the run stops before the next one).
     /// Transient failures (including a body cut short) are retried with backoff while the read
     /// deadline allows. Whatever happens, even if this future is dropped, every block it claimed
     /// is answered and released (see [`Flights`]).
     async fn fetch_run(
-        &self,
+        self: &Arc<Self>,
         object: &RemoteObject,
         index: &IndexObject,
         range: Range<u64>,
     ) -> Result<HashMap<u64, Bytes>, CacheError> {
-        let block = u64::from(index.block_size);
+        let flights = self.claim(object, range);
+        self.fetch_claimed(object, index, flights).await
+    }
+
+    /// Claims the first run of consecutive blocks of `range` that nobody holds or fetches
+    /// (blocks held or in flight before it are passed over: read-ahead windows overlap the
+    /// blocks the last window asked for; the run ends at the next held block). Claimed blocks
+    /// are in flight from now on: readers wait for them instead of fetching them again.
+    fn claim(self: &Arc<Self>, object: &RemoteObject, range: Range<u64>) -> Flights {
         let mut flights = Flights {
-            cache: self,
+            cache: Arc::clone(self),
             object: Arc::clone(&object.data_key),
             senders: Vec::new(),
         };
-        {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-            for i in range {
-                let key = BlockKey {
-                    object: Arc::clone(&object.data_key),
-                    index: i,
-                };
-                if inflight.contains_key(&key) || memory.contains(&key) {
-                    break;
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        for i in range {
+            let key = BlockKey {
+                object: Arc::clone(&object.data_key),
+                index: i,
+            };
+            if inflight.contains_key(&key) || memory.contains(&key) {
+                if flights.senders.is_empty() {
+                    continue;
                 }
-                let (tx, rx) = watch::channel(None);
-                inflight.insert(key.clone(), rx);
-                flights.senders.push((key, tx));
+                break;
             }
+            let (tx, rx) = watch::channel(None);
+            inflight.insert(key.clone(), rx);
+            flights.senders.push((key, tx));
         }
+        flights
+    }
+
+    /// Fetches claimed blocks as one ranged GET, verifies and caches them, answers their
+    /// waiters; returns them.
+    async fn fetch_claimed(
+        &self,
+        object: &RemoteObject,
+        index: &IndexObject,
+        mut flights: Flights,
+    ) -> Result<HashMap<u64, Bytes>, CacheError> {
+        let block = u64::from(index.block_size);
         let Some(first) = flights.senders.first().map(|(k, _)| k.index) else {
             return Ok(HashMap::new());
         };
@@ -576,6 +598,34 @@ impl Cache {
         }
     }
 
+    /// The runs of consecutive blocks of `range` that are neither cached in memory nor in
+    /// flight, each at most `per_get` blocks long: what read-ahead still has to fetch. Windows
+    /// of successive reads overlap; only their new blocks are fetched, and none is skipped.
+    fn missing_runs(
+        &self,
+        object: &RemoteObject,
+        range: Range<u64>,
+        per_get: u64,
+    ) -> Vec<Range<u64>> {
+        let inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let mut runs: Vec<Range<u64>> = Vec::new();
+        for i in range {
+            let key = BlockKey {
+                object: Arc::clone(&object.data_key),
+                index: i,
+            };
+            if inflight.contains_key(&key) || memory.contains(&key) {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(run) if run.end == i && run.end - run.start < per_get => run.end += 1,
+                _ => runs.push(i..i + 1),
+            }
+        }
+        runs
+    }
+
     /// Starts background fetches of the blocks of `range` that are missing, as far as the
     /// in-flight budget allows.
     fn prefetch(
@@ -587,16 +637,18 @@ impl Cache {
         let block = u64::from(index.block_size);
         let budget_blocks = ((self.config.inflight_bytes / block).max(1)).max(1);
         let per_get = (self.config.max_get_bytes / block).clamp(1, budget_blocks);
-        let mut i = range.start;
-        while i < range.end {
-            let run = i..range.end.min(i + per_get);
+        for run in self.missing_runs(object, range, per_get) {
             let units = ((run.end - run.start) * block).div_ceil(BUDGET_UNIT) as u32;
             let Ok(permit) = Arc::clone(&self.budget).try_acquire_many_owned(units) else {
                 return; // the budget is spent: read-ahead waits for memory
             };
+            // Claimed now, not when the task runs: the next read must find them in flight.
+            let flights = self.claim(object, run.clone());
+            if flights.senders.is_empty() {
+                continue;
+            }
             let (this, object, index) = (Arc::clone(self), object.clone(), Arc::clone(index));
             let start = run.start;
-            i = run.end;
             tokio::spawn(async move {
                 let _permit = permit;
                 let cached = this
@@ -605,7 +657,7 @@ impl Cache {
                     .unwrap_or_else(|p| p.into_inner())
                     .bytes();
                 this.update_memory_gauge(cached);
-                if let Err(e) = this.fetch_run(&object, &index, run).await {
+                if let Err(e) = this.fetch_claimed(&object, &index, flights).await {
                     warn!(object = %object.data_key, block = start, error = %e, "read-ahead fetch failed");
                 }
             });

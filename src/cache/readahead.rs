@@ -6,6 +6,16 @@
 //! sequential run starts small again. The window says which bytes to fetch ahead; the cache
 //! decides whether memory allows it (a global in-flight budget), so many open files cannot
 //! exhaust memory however large their windows grow.
+//!
+//! Windows of successive reads overlap: the window after read *n* covers blocks the window after
+//! read *n − 1* already asked for. The cache fetches only the blocks of a window that are
+//! neither cached nor in flight, as runs of consecutive missing blocks (each at most one GET
+//! long), and claims them before the read returns, so the next read finds them in flight and
+//! waits for them instead of fetching them again. A sequential read therefore has every block
+//! fetched exactly once, and only its first read waits for a GET of its own (tested in
+//! `cache::tests::read_ahead_covers_a_sequential_read_without_holes_or_duplicates`). When the
+//! budget is spent, the window's remaining runs are not fetched: the reader fetches them itself
+//! when it gets there.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadAhead {

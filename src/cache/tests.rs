@@ -126,6 +126,44 @@ async fn a_corrupted_object_is_an_error_never_wrong_bytes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_ahead_covers_a_sequential_read_without_holes_or_duplicates() {
+    let store = Arc::new(MemoryStore::default());
+    let blocks = 200;
+    let (obj, data) = object(&store, "seq.seg", blocks * BLOCK);
+    *store.stall.lock().unwrap() = Some(Duration::from_millis(2));
+    let mut cfg = config();
+    cfg.memory_bytes = (blocks * BLOCK) as u64;
+    cfg.readahead_max = 32 * BLOCK as u64;
+    // Budget for every window at once (its units are 64 KiB, whatever the block size): this
+    // test is about holes, not about read-ahead waiting for memory.
+    cfg.inflight_bytes = 64 << 20;
+    let cache = cache(&store, cfg);
+    let ra = Mutex::new(ReadAhead::new());
+    let mut read = Vec::new();
+    for i in 0..blocks as u64 {
+        let got = cache
+            .read(&obj, &ra, i * BLOCK as u64, BLOCK as u64)
+            .await
+            .unwrap();
+        read.extend_from_slice(&got);
+    }
+    assert!(read == data);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Only the first read waits for a GET of its own; read-ahead fetched every other block,
+    // each once.
+    assert_eq!(
+        cache.metrics.cache_misses.get(),
+        1,
+        "holes in the read-ahead"
+    );
+    assert_eq!(
+        cache.metrics.get_bytes.get(),
+        data.len() as u64,
+        "a block fetched twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_bound_holds() {
     let store = Arc::new(MemoryStore::default());
     let (obj, data) = object(&store, "d.seg", 200 * BLOCK);
