@@ -94,6 +94,10 @@ pub enum MountError {
     Runtime(std::io::Error),
     #[error("--pulsar: {0}")]
     Pulsar(String),
+    #[error(
+        "the read buffer size (managedLedgerOffloadReadBufferSizeInBytes = {block} bytes) is larger than the memory cache (--cache-size {cache} bytes): no block read from the store could be kept; raise --cache-size or lower the read buffer size"
+    )]
+    CacheSmallerThanBlock { block: u64, cache: u64 },
 }
 
 /// Why the mount is going down.
@@ -116,6 +120,12 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
     let _lock = DataDirLock::acquire(&options.data_dir, &options.mountpoint)?;
     if options.pulsar {
         return run_pulsar(&options, &config);
+    }
+    if config.offload.read_buffer_size > options.cache.memory_bytes {
+        return Err(MountError::CacheSmallerThanBlock {
+            block: config.offload.read_buffer_size,
+            cache: options.cache.memory_bytes,
+        });
     }
     if options.read_only {
         return run_read_only(&options, &config);
@@ -583,7 +593,10 @@ fn remote_tier(
         prefer_remote: config.offload.read_priority == ReadPriority::TieredStorageFirst,
         cache: Cache::new(
             Arc::clone(catalog.store()),
-            options.cache.clone(),
+            CacheConfig {
+                expected_block_size: config.offload.read_buffer_size,
+                ..options.cache.clone()
+            },
             Arc::clone(metrics),
         ),
         runtime: runtime.handle().clone(),

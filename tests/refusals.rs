@@ -232,3 +232,27 @@ fn xattrs_are_read_only_and_unknown_ones_absent() {
         Some(libc::ERANGE)
     );
 }
+
+#[test]
+fn a_read_buffer_larger_than_the_cache_is_refused_at_start() {
+    let root = tempfile::tempdir().unwrap();
+    let mnt = root.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let conf = root.path().join("broker.conf");
+    fs::write(&conf, "managedLedgerOffloadReadBufferSizeInBytes=4194304\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("mount")
+        .arg(&mnt)
+        .arg("--data-dir")
+        .arg(root.path().join("data"))
+        .args(["--config", conf.to_str().unwrap(), "--cache-size", "1M"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("larger than the memory cache (--cache-size 1048576 bytes)"),
+        "{stderr}"
+    );
+    assert!(!is_mounted(&mnt));
+}

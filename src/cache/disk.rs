@@ -155,6 +155,11 @@ impl DiskCache {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether a copy of the block is on disk (not read, not checked).
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        self.lock().files.contains(&file_name(key))
+    }
+
     /// The block, if a valid copy is on disk; invalid copies are deleted.
     pub fn get(&self, key: &BlockKey) -> Option<Bytes> {
         let name = file_name(key);

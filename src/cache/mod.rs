@@ -61,6 +61,10 @@ pub struct CacheConfig {
     pub inflight_bytes: u64,
     /// A read fails if it cannot complete within this time.
     pub read_timeout: Duration,
+    /// The block size segments are most likely offloaded with (the configured
+    /// `managedLedgerOffloadReadBufferSizeInBytes`): the first read of a segment fetches its
+    /// blocks at this size beside the index object, instead of after it. 0: never guess.
+    pub expected_block_size: u64,
 }
 
 impl Default for CacheConfig {
@@ -73,6 +77,7 @@ impl Default for CacheConfig {
             readahead_max: 64 << 20,
             inflight_bytes: 64 << 20,
             read_timeout: Duration::from_secs(20),
+            expected_block_size: 0,
         }
     }
 }
@@ -234,7 +239,10 @@ impl Cache {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let index = self.index(object).await?;
+        let index = match self.kept_index(object) {
+            Some(index) => index,
+            None => self.index_with_first_blocks(object, offset, end).await?,
+        };
         let block = u64::from(index.block_size);
         let decision = readahead.lock().unwrap_or_else(|p| p.into_inner()).on_read(
             offset,
@@ -265,6 +273,76 @@ impl Cache {
             out.extend_from_slice(&data[from as usize..to as usize]);
         }
         Ok(out.freeze())
+    }
+
+    /// The segment's index object if it is decoded already.
+    fn kept_index(&self, object: &RemoteObject) -> Option<Arc<IndexObject>> {
+        let indexes = self.indexes.lock().unwrap_or_else(|p| p.into_inner());
+        indexes.peek(&object.data_key)?.get().cloned()
+    }
+
+    /// The first read of a segment: its index object and, at the same time, the blocks of
+    /// `[offset, end)` at the expected block size (one GET of at most `max_get_bytes`), so that
+    /// the time to the first byte is one round trip, not two. Blocks are kept only if the
+    /// index says that block size and their CRC32Cs match; otherwise the GET was wasted and the
+    /// read goes on as usual.
+    async fn index_with_first_blocks(
+        &self,
+        object: &RemoteObject,
+        offset: u64,
+        end: u64,
+    ) -> Result<Arc<IndexObject>, CacheError> {
+        let guess = self.config.expected_block_size;
+        let index_on_disk = self.disk.as_ref().is_some_and(|disk| {
+            disk.contains(&BlockKey {
+                object: Arc::from(object.index_key.as_str()),
+                index: 0,
+            })
+        });
+        if guess == 0 || guess > u64::from(u32::MAX) || index_on_disk {
+            return self.index(object).await;
+        }
+        let first = offset / guess;
+        let last = end
+            .div_ceil(guess)
+            .min(first + (self.config.max_get_bytes / guess).max(1));
+        let bytes = first * guess..(last * guess).min(object.size);
+        let speculative = async {
+            self.metrics.get_requests.inc();
+            let started = Instant::now();
+            let got = self
+                .store
+                .get_range(&object.data_key, bytes.clone(), guess as usize)
+                .await;
+            self.metrics
+                .get_latency
+                .observe(started.elapsed().as_secs_f64());
+            got
+        };
+        let (index, blocks) = tokio::join!(self.index(object), speculative);
+        let index = index?;
+        let Ok(blocks) = blocks else {
+            return Ok(index);
+        };
+        self.metrics
+            .get_bytes
+            .inc_by(blocks.iter().map(|b| b.len() as u64).sum());
+        if u64::from(index.block_size) != guess {
+            return Ok(index);
+        }
+        for (i, data) in (first..).zip(blocks) {
+            let expected = (object.size - i * guess).min(guess);
+            if data.len() as u64 == expected
+                && index.block_crcs.get(i as usize) == Some(&crc32c::crc32c(&data))
+            {
+                let key = BlockKey {
+                    object: Arc::clone(&object.data_key),
+                    index: i,
+                };
+                self.remember(key, data, true);
+            }
+        }
+        Ok(index)
     }
 
     /// The segment's index object, fetched once and kept decoded.

@@ -39,6 +39,7 @@ fn config() -> CacheConfig {
         readahead_max: 8 * BLOCK as u64,
         inflight_bytes: 1 << 20,
         read_timeout: Duration::from_secs(5),
+        expected_block_size: 0,
     }
 }
 
@@ -161,6 +162,32 @@ async fn read_ahead_covers_a_sequential_read_without_holes_or_duplicates() {
         data.len() as u64,
         "a block fetched twice"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_read_fetches_its_block_beside_the_index_not_after_it() {
+    for (guess, right) in [(BLOCK as u64, true), (2 * BLOCK as u64, false)] {
+        let store = Arc::new(MemoryStore::default());
+        let (obj, data) = object(&store, "first.seg", 10 * BLOCK);
+        let mut cfg = config();
+        cfg.readahead_initial = 0;
+        cfg.readahead_max = 0;
+        cfg.expected_block_size = guess;
+        let cache = cache(&store, cfg);
+        let ra = Mutex::new(ReadAhead::new());
+        let got = cache
+            .read(&obj, &ra, 3 * BLOCK as u64 + 5, 100)
+            .await
+            .unwrap();
+        assert_eq!(&got[..], &data[3 * BLOCK + 5..3 * BLOCK + 105]);
+        let ranged = store.range_gets.load(Ordering::SeqCst);
+        if right {
+            assert_eq!(ranged, 1, "one GET, made beside the index object's");
+            assert_eq!(cache.metrics.cache_misses.get(), 0);
+        } else {
+            assert_eq!(ranged, 2, "a wrong guess costs one GET more, nothing else");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
