@@ -23,6 +23,7 @@ pub struct Metrics {
     pub get_latency: Histogram,
     pub checksum_failures: Counter,
     pub readahead_resets: Counter,
+    pub readahead_next_segments: Counter,
     pub memory_in_use: Gauge,
     pub offloads: Counter,
     pub offload_bytes: Counter,
@@ -59,6 +60,7 @@ impl Default for Metrics {
             get_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             checksum_failures: Counter::default(),
             readahead_resets: Counter::default(),
+            readahead_next_segments: Counter::default(),
             memory_in_use: Gauge::default(),
             offloads: Counter::default(),
             offload_bytes: Counter::default(),
@@ -135,6 +137,11 @@ impl Default for Metrics {
             "readahead_resets",
             "Read-ahead windows reset by a non-sequential read",
             m.readahead_resets.clone(),
+        );
+        registry.register(
+            "readahead_next_segments",
+            "Next segments fetched ahead for a sequential reader reaching the end of one",
+            m.readahead_next_segments.clone(),
         );
         registry.register(
             "read_memory_bytes",

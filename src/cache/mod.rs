@@ -256,6 +256,13 @@ impl Cache {
         }
         if let Some((from, to)) = decision.ahead {
             self.prefetch(object, &index, from / block..to.div_ceil(block));
+            let next = readahead
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .crossing(to, object.size);
+            if let Some(next) = next {
+                self.start_next_segment(next);
+            }
         }
         let blocks = self
             .blocks(object, &index, offset / block..end.div_ceil(block))
@@ -273,6 +280,25 @@ impl Cache {
             out.extend_from_slice(&data[from as usize..to as usize]);
         }
         Ok(out.freeze())
+    }
+
+    /// Starts fetching the topic's next segment for a sequential reader about to reach it: its
+    /// index object, then its first read-ahead window of blocks.
+    fn start_next_segment(self: &Arc<Self>, next: RemoteObject) {
+        self.metrics.readahead_next_segments.inc();
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            match this.index(&next).await {
+                Ok(index) => {
+                    let block = u64::from(index.block_size).max(1);
+                    let window = this.config.readahead_initial.max(block).min(next.size);
+                    this.prefetch(&next, &index, 0..window.div_ceil(block));
+                }
+                Err(e) => {
+                    warn!(object = %next.data_key, error = %e, "read-ahead of the next segment failed");
+                }
+            }
+        });
     }
 
     /// The segment's index object if it is decoded already.

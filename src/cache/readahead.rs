@@ -16,11 +16,20 @@
 //! `cache::tests::read_ahead_covers_a_sequential_read_without_holes_or_duplicates`). When the
 //! budget is spent, the window's remaining runs are not fetched: the reader fetches them itself
 //! when it gets there.
+//!
+//! Across segments: a sequential reader whose window reaches the end of its segment has the
+//! topic's next segment (when it too is read from the store) started, once: its index object
+//! and its first window of blocks, within the same budget, so that `cat topic/*` finds them
+//! coming when it opens the next file (Kafka's KIP-1003 proposes the same for tiered topics).
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ReadAhead {
     next: Option<u64>,
     window: u64,
+    /// The topic's next segment, when it is read from the store too: a sequential reader whose
+    /// window reaches the end of this one has its index and first blocks fetched (once).
+    following: Option<super::RemoteObject>,
+    crossed: bool,
 }
 
 /// What one read means for read-ahead.
@@ -43,7 +52,27 @@ impl ReadAhead {
         Self {
             next: None,
             window: 0,
+            following: None,
+            crossed: false,
         }
+    }
+
+    /// Read-ahead for a segment followed by `next` in its topic.
+    pub fn followed_by(next: Option<super::RemoteObject>) -> Self {
+        Self {
+            following: next,
+            ..Self::new()
+        }
+    }
+
+    /// The next segment to start fetching, the first time a sequential window reaches `size`
+    /// (the end of this segment); `None` after that, or while the reader is not sequential.
+    pub fn crossing(&mut self, window_end: u64, size: u64) -> Option<super::RemoteObject> {
+        if self.crossed || self.window == 0 || window_end < size {
+            return None;
+        }
+        self.crossed = true;
+        self.following.clone()
     }
 
     /// Records a read of `[offset, end)` of an object of `size` bytes.

@@ -191,6 +191,59 @@ async fn the_first_read_fetches_its_block_beside_the_index_not_after_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_reader_near_the_end_has_the_next_segment_coming() {
+    let store = Arc::new(MemoryStore::default());
+    let (a, data_a) = object(&store, "seg-1", 16 * BLOCK);
+    let (b, data_b) = object(&store, "seg-2", 16 * BLOCK);
+    let mut cfg = config();
+    cfg.readahead_initial = 2 * BLOCK as u64;
+    let cache = cache(&store, cfg);
+    // Reading half of A, or all of it at random, does not start B.
+    let ra = Mutex::new(ReadAhead::followed_by(Some(b.clone())));
+    for i in 0..4u64 {
+        cache
+            .read(&a, &ra, i * BLOCK as u64, BLOCK as u64)
+            .await
+            .unwrap();
+    }
+    let random = Mutex::new(ReadAhead::followed_by(Some(b.clone())));
+    for i in [15u64, 3, 9, 0, 12, 6] {
+        cache
+            .read(&a, &random, i * BLOCK as u64, BLOCK as u64)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(cache.metrics.readahead_next_segments.get(), 0);
+    // Reading A to the end starts B, once.
+    for i in 4..16u64 {
+        let got = cache
+            .read(&a, &ra, i * BLOCK as u64, BLOCK as u64)
+            .await
+            .unwrap();
+        assert_eq!(
+            &got[..],
+            &data_a[i as usize * BLOCK..(i as usize + 1) * BLOCK]
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(cache.metrics.readahead_next_segments.get(), 1);
+    assert!(
+        cache.kept_index(&b).is_some(),
+        "B's index object is fetched"
+    );
+    let misses = cache.metrics.cache_misses.get();
+    let fresh = Mutex::new(ReadAhead::new());
+    let got = cache.read(&b, &fresh, 0, 2 * BLOCK as u64).await.unwrap();
+    assert_eq!(&got[..], &data_b[..2 * BLOCK]);
+    assert_eq!(
+        cache.metrics.cache_misses.get(),
+        misses,
+        "B's first blocks are there"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_bound_holds() {
     let store = Arc::new(MemoryStore::default());
     let (obj, data) = object(&store, "d.seg", 200 * BLOCK);

@@ -605,7 +605,9 @@ impl TierFs {
                 let remote = |segment: &SealedSegment| {
                     self.remote_object(segment).map(|object| Handle::Remote {
                         object,
-                        readahead: std::sync::Mutex::new(ReadAhead::new()),
+                        readahead: std::sync::Mutex::new(ReadAhead::followed_by(
+                            self.next_remote(t, *id),
+                        )),
                     })
                 };
                 let handle = match remote(&segment) {
@@ -659,6 +661,17 @@ impl TierFs {
             index_key: record.index_key.clone(),
             size: segment.size,
         })
+    }
+
+    /// The topic's next sealed segment after `id`, if reads of it go to the store too.
+    fn next_remote(&self, topic: &TopicName, id: u64) -> Option<RemoteObject> {
+        let sealed = match &self.tree {
+            Tree::Log(log) => log.topic(topic).ok()?.snapshot().sealed,
+            Tree::Bucket(_) => self.tree.bucket_segments(topic)?,
+            Tree::Pulsar(_) => return None,
+        };
+        let next = sealed.iter().filter(|s| s.id > id).min_by_key(|s| s.id)?;
+        self.remote_object(next)
     }
 
     /// The runtime that completes [`Read::Later`] reads.
