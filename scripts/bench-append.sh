@@ -2,7 +2,8 @@
 # Append throughput through a tierfs mount, as a ratio to plain appends to a local file on the
 # same filesystem as the data directory, in the same run. Each write(2) is one entry.
 # Usage: scripts/bench-append.sh [MiB per case, default 128]
-# Prints one line per entry size: MiB/s through the mount, MiB/s plain, and the ratio.
+# Prints one line per entry size: MiB/s through the mount, MiB/s plain, the ratio, and the
+# microseconds one write(2) of one entry costs each way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
@@ -35,7 +36,7 @@ timed_dd() {
   awk -v s="$start" -v e="$end" 'BEGIN { printf "%.6f", e - s }'
 }
 
-printf '%-8s %10s %14s %12s %8s\n' entry entries "tierfs MiB/s" "plain MiB/s" ratio
+printf '%-8s %10s %14s %12s %8s %16s %15s\n' entry entries "tierfs MiB/s" "plain MiB/s" ratio "tierfs us/write" "plain us/write"
 for bs in 4096 1048576; do
   count=$(( total_mib * 1048576 / bs ))
   mkdir -p "$mnt/bench/append/size-$bs"
@@ -43,7 +44,7 @@ for bs in 4096 1048576; do
   t_plain=$(timed_dd "$data/plain-$bs" "$bs" "$count")
   awk -v bs="$bs" -v n="$count" -v tm="$t_mount" -v tp="$t_plain" -v mib="$total_mib" 'BEGIN {
     label = (bs >= 1048576) ? (bs / 1048576 "MiB") : (bs / 1024 "KiB");
-    printf "%-8s %10d %14.1f %12.1f %8.2f\n", label, n, mib / tm, mib / tp, tp / tm
+    printf "%-8s %10d %14.1f %12.1f %8.2f %16.1f %15.1f\n", label, n, mib / tm, mib / tp, tp / tm, tm / n * 1e6, tp / n * 1e6
   }'
 done
 echo "(${total_mib} MiB per case, conv=fsync at the end of each; tierfs $(target/release/tierfs --version | cut -d' ' -f2), $(nproc) cores)"
