@@ -197,9 +197,13 @@ impl Cache {
         &self.store
     }
 
+    /// Units of the in-flight budget in all.
+    fn budget_units(&self) -> u64 {
+        (self.config.inflight_bytes / BUDGET_UNIT).max(1)
+    }
+
     fn update_memory_gauge(&self, cached: u64) {
-        let inflight = (self.config.inflight_bytes / BUDGET_UNIT).max(1)
-            - self.budget.available_permits() as u64;
+        let inflight = self.budget_units() - self.budget.available_permits() as u64;
         self.metrics.cache_bytes.set(cached as i64);
         self.metrics
             .memory_in_use
@@ -333,7 +337,12 @@ impl Cache {
             .div_ceil(guess)
             .min(first + (self.config.max_get_bytes / guess).max(1));
         let bytes = first * guess..(last * guess).min(object.size);
+        let units = (bytes.end - bytes.start)
+            .div_ceil(BUDGET_UNIT)
+            .min(self.budget_units()) as u32;
         let speculative = async {
+            // Within the in-flight budget, as every fetch of the read path.
+            let _permit = Arc::clone(&self.budget).acquire_many_owned(units).await;
             self.metrics.get_requests.inc();
             let started = Instant::now();
             let got = self
@@ -485,7 +494,28 @@ impl Cache {
                 let run_end = range
                     .end
                     .min(i + (self.config.max_get_bytes / u64::from(index.block_size)).max(1));
+                // A reader's own fetch counts against the same in-flight budget as read-ahead
+                // (it waits for room rather than going over it), so memory held for reads stays
+                // within --cache-size plus --readahead-budget whatever the read pattern.
+                let block = u64::from(index.block_size);
+                let units = ((run_end - i) * block)
+                    .div_ceil(BUDGET_UNIT)
+                    .min(self.budget_units()) as u32;
+                let permit = Arc::clone(&self.budget)
+                    .acquire_many_owned(units)
+                    .await
+                    .map_err(|_| CacheError::Abandoned {
+                        object: object.data_key.to_string(),
+                        block: i,
+                    })?;
+                let cached = self
+                    .memory
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .bytes();
+                self.update_memory_gauge(cached);
                 fetched = self.fetch_run(object, index, i..run_end).await?;
+                drop(permit);
                 if !fetched.contains_key(&i) {
                     // Someone else started fetching it in the meantime; wait for them.
                     continue;
