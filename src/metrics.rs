@@ -24,6 +24,7 @@ pub struct Metrics {
     pub checksum_failures: Counter,
     pub readahead_resets: Counter,
     pub readahead_next_segments: Counter,
+    pub hydrations: Counter,
     pub memory_in_use: Gauge,
     pub offloads: Counter,
     pub offload_bytes: Counter,
@@ -61,6 +62,7 @@ impl Default for Metrics {
             checksum_failures: Counter::default(),
             readahead_resets: Counter::default(),
             readahead_next_segments: Counter::default(),
+            hydrations: Counter::default(),
             memory_in_use: Gauge::default(),
             offloads: Counter::default(),
             offload_bytes: Counter::default(),
@@ -142,6 +144,11 @@ impl Default for Metrics {
             "readahead_next_segments",
             "Next segments fetched ahead for a sequential reader reaching the end of one",
             m.readahead_next_segments.clone(),
+        );
+        registry.register(
+            "segment_hydrations",
+            "Segments fetched whole in the background for a reader reading them at random",
+            m.hydrations.clone(),
         );
         registry.register(
             "read_memory_bytes",

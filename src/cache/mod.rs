@@ -45,6 +45,10 @@ use crate::store::{ObjectStore, StoreError};
 const BUDGET_UNIT: u64 = 64 * 1024;
 /// Index objects kept decoded in memory.
 const INDEXES: usize = 4096;
+/// Reads that jump before a reader's segment is fetched whole.
+const HYDRATE_AFTER: u32 = 3;
+/// GETs in flight at once while a segment is fetched whole.
+const HYDRATE_GETS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
@@ -255,6 +259,14 @@ impl Cache {
             self.config.readahead_initial,
             self.config.readahead_max,
         );
+        let hydrate = object.size <= self.config.memory_bytes / 2
+            && readahead
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .hydrate(HYDRATE_AFTER);
+        if hydrate {
+            self.hydrate(object, &index);
+        }
         if decision.reset {
             self.metrics.readahead_resets.inc();
         }
@@ -284,6 +296,41 @@ impl Cache {
             out.extend_from_slice(&data[from as usize..to as usize]);
         }
         Ok(out.freeze())
+    }
+
+    /// Fetches every block of a segment read at random that is neither cached nor in flight,
+    /// [`HYDRATE_GETS`] ranged GETs at a time, each within the in-flight budget.
+    fn hydrate(self: &Arc<Self>, object: &RemoteObject, index: &Arc<IndexObject>) {
+        self.metrics.hydrations.inc();
+        let (this, object, index) = (Arc::clone(self), object.clone(), Arc::clone(index));
+        tokio::spawn(async move {
+            let block = u64::from(index.block_size).max(1);
+            let per_get = (this.config.max_get_bytes / block).max(1);
+            let runs = this.missing_runs(&object, 0..object.size.div_ceil(block), per_get);
+            let gets = Arc::new(Semaphore::new(HYDRATE_GETS));
+            for run in runs {
+                let Ok(slot) = Arc::clone(&gets).acquire_owned().await else {
+                    return;
+                };
+                let units = ((run.end - run.start) * block)
+                    .div_ceil(BUDGET_UNIT)
+                    .min(this.budget_units()) as u32;
+                let Ok(permit) = Arc::clone(&this.budget).acquire_many_owned(units).await else {
+                    return;
+                };
+                let flights = this.claim(&object, run);
+                if flights.senders.is_empty() {
+                    continue;
+                }
+                let (this, object, index) = (Arc::clone(&this), object.clone(), Arc::clone(&index));
+                tokio::spawn(async move {
+                    let _held = (slot, permit);
+                    if let Err(e) = this.fetch_claimed(&object, &index, flights).await {
+                        warn!(object = %object.data_key, error = %e, "fetching a segment read at random failed");
+                    }
+                });
+            }
+        });
     }
 
     /// Starts fetching the topic's next segment for a sequential reader about to reach it: its

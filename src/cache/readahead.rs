@@ -21,6 +21,11 @@
 //! topic's next segment (when it too is read from the store) started, once: its index object
 //! and its first window of blocks, within the same budget, so that `cat topic/*` finds them
 //! coming when it opens the next file (Kafka's KIP-1003 proposes the same for tiered topics).
+//!
+//! At random: a reader whose reads keep jumping (three that did not follow the one before)
+//! has its whole segment fetched in the background by parallel ranged GETs, as s3fs does, when
+//! the segment fits in half the memory cache; each fetch waits for room in the same budget.
+//! Reads then find their blocks cached or on their way instead of each waiting for a GET.
 
 #[derive(Debug, Clone)]
 pub struct ReadAhead {
@@ -30,6 +35,9 @@ pub struct ReadAhead {
     /// window reaches the end of this one has its index and first blocks fetched (once).
     following: Option<super::RemoteObject>,
     crossed: bool,
+    /// Reads that did not follow the one before.
+    random: u32,
+    hydrated: bool,
 }
 
 /// What one read means for read-ahead.
@@ -54,7 +62,19 @@ impl ReadAhead {
             window: 0,
             following: None,
             crossed: false,
+            random: 0,
+            hydrated: false,
         }
+    }
+
+    /// Whether the reader reads at random enough (`after` reads that did not follow the one
+    /// before) for its whole segment to be fetched; true once.
+    pub fn hydrate(&mut self, after: u32) -> bool {
+        if self.hydrated || self.random < after {
+            return false;
+        }
+        self.hydrated = true;
+        true
     }
 
     /// Read-ahead for a segment followed by `next` in its topic.
@@ -98,6 +118,7 @@ impl ReadAhead {
         } else {
             reset = self.window > 0;
             self.window = 0;
+            self.random = self.random.saturating_add(1);
         }
         self.next = Some(end);
         let to = end.saturating_add(self.window).min(size);

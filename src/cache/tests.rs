@@ -244,6 +244,54 @@ async fn a_sequential_reader_near_the_end_has_the_next_segment_coming() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_read_at_random_is_fetched_whole_in_the_background() {
+    let store = Arc::new(MemoryStore::default());
+    let (small, data) = object(&store, "small.seg", 64 * BLOCK);
+    let (large, _) = object(&store, "large.seg", 200 * BLOCK);
+    let mut cfg = config();
+    cfg.memory_bytes = 256 * BLOCK as u64;
+    let cache = cache(&store, cfg);
+    // Sequential readers never trigger it; nor do random readers of a segment larger than half
+    // the cache.
+    let seq = Mutex::new(ReadAhead::new());
+    for i in 0..8u64 {
+        cache
+            .read(&small, &seq, i * BLOCK as u64, BLOCK as u64)
+            .await
+            .unwrap();
+    }
+    let jumpy = Mutex::new(ReadAhead::new());
+    for i in [150u64, 7, 99, 42, 180] {
+        cache
+            .read(&large, &jumpy, i * BLOCK as u64, 10)
+            .await
+            .unwrap();
+    }
+    assert_eq!(cache.metrics.hydrations.get(), 0);
+    let random = Mutex::new(ReadAhead::new());
+    for i in [50u64, 3, 33, 60, 17] {
+        let at = i * BLOCK as u64 + 7;
+        let got = cache.read(&small, &random, at, 100).await.unwrap();
+        assert_eq!(&got[..], &data[at as usize..at as usize + 100]);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(cache.metrics.hydrations.get(), 1);
+    let misses = cache.metrics.cache_misses.get();
+    let fresh = Mutex::new(ReadAhead::new());
+    for i in (0..64u64).rev() {
+        cache
+            .read(&small, &fresh, i * BLOCK as u64, 1)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        cache.metrics.cache_misses.get(),
+        misses,
+        "every block is cached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_bound_holds() {
     let store = Arc::new(MemoryStore::default());
     let (obj, data) = object(&store, "d.seg", 200 * BLOCK);
