@@ -196,17 +196,19 @@ ACK; and **`rclone serve s3`** over a directory holding the same objects, which 
   the raw GET, where curl only receives. Figures move by ±15 % between runs. tierfs reads
   1 MiB blocks (`managedLedgerOffloadReadBufferSizeInBytes`), verifies each against the CRC32C of
   the index object, and keeps up to 8 MiB GETs in flight ahead of the reader within its
-  read-ahead budget.
+  read-ahead budget; each block is fetched once (windows fetch only what is neither cached nor
+  in flight).
 - **Warm re-reads**: tierfs marks sealed segments immutable, so the kernel keeps their pages
   across opens and a re-read never leaves the kernel; s3fs and rclone answer a re-read through
   FUSE again, from their temporary file or VFS cache.
-- **Time to first byte and cold random reads**: tierfs fetches the segment's index object, then
-  the first 1 MiB block; it fetches only the blocks that are read, so its cold random total is one
-  GET per distinct block (~128 here). s3fs answers the first read only after downloading a large
-  part of the object in parallel into a temporary file (measured on this machine: 50 MiB of the
-  128 MiB object moved over loopback before the first 4 KiB came back), hence its high time to
-  first byte and its cheap cold random reads afterwards: the object is soon all on local disk.
-  For random-heavy use of large segments, a smaller read buffer size cuts tierfs's cost per miss.
+- **Time to first byte and cold random reads**: tierfs fetches the segment's index object and,
+  at the same time, the first block at the configured read buffer size (1 MiB), so its first byte
+  costs one round trip. A reader that keeps jumping (three reads that did not follow the one
+  before) has the whole segment fetched in the background, 4 ranged GETs at a time within the
+  read-ahead budget, when it fits in half the memory cache, as s3fs does into a temporary file.
+  s3fs answers the first read only after downloading a large part of the object in parallel
+  (measured on this machine: 50 MiB of the 128 MiB object moved over loopback before the first
+  4 KiB came back), hence its high time to first byte and its cheap cold random reads afterwards.
 - **Listings**: tierfs lists a topic from its manifest (no request to the store) and gives the
   kernel each entry's attributes with the listing (readdirplus, 24 h TTL for sealed segments).
   `ls -l` still costs one FUSE round trip per file for the ACL and SELinux attributes GNU `ls`
