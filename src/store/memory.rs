@@ -179,12 +179,7 @@ impl ObjectStore for MemoryStore {
             0 => 1 << 20,
             n => n,
         };
-        let pieces = self.get_range(key, range, frame).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(pieces.len().max(1));
-        for piece in pieces {
-            let _ = tx.try_send(Ok(piece));
-        }
-        Ok(rx)
+        Ok(super::stream_of(self.get_range(key, range, frame).await?))
     }
     async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, Metadata), StoreError> {
         let body = self.get(key).await?;

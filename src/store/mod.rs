@@ -179,12 +179,7 @@ pub trait ObjectStore: Send + Sync + Debug {
         key: &str,
         range: Range<u64>,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<Bytes, StoreError>>, StoreError> {
-        let pieces = self.get_range(key, range, 1 << 20).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(pieces.len().max(1));
-        for piece in pieces {
-            let _ = tx.try_send(Ok(piece));
-        }
-        Ok(rx)
+        Ok(stream_of(self.get_range(key, range, 1 << 20).await?))
     }
 
     /// The object and its user metadata. Stores that keep none answer an empty map.
@@ -219,6 +214,17 @@ pub trait ObjectStore: Send + Sync + Debug {
             self.url(key)
         )))
     }
+}
+
+/// Pieces already in hand, as the stream [`ObjectStore::get_range_stream`] answers.
+pub(crate) fn stream_of(
+    pieces: Vec<Bytes>,
+) -> tokio::sync::mpsc::Receiver<Result<Bytes, StoreError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(pieces.len().max(1));
+    for piece in pieces {
+        let _ = tx.try_send(Ok(piece));
+    }
+    rx
 }
 
 /// Whether the store honours [`PutCondition::IfAbsent`]: writes a probe object twice under

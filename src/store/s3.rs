@@ -55,6 +55,30 @@ fn default_region(driver: Driver, endpoint: Option<&str>) -> String {
 }
 
 impl S3Store {
+    /// One ranged GetObject of a non-empty `range`: its body, and how many bytes of the body
+    /// come before the range. A server that ignores Range answers with the whole object and no
+    /// Content-Range: the reader skips to what was asked (a wrong guess is caught by the
+    /// length and checksum checks above the store).
+    async fn ranged_body(
+        &self,
+        key: &str,
+        range: &Range<u64>,
+    ) -> Result<(ByteStream, u64), StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .send()
+            .await
+            .map_err(|e| map_err(&format!("GetObject {key} {range:?}"), e))?;
+        let asked = range.end - range.start;
+        let whole_object = out.content_range.is_none()
+            && out.content_length.is_none_or(|n| n.max(0) as u64 != asked);
+        Ok((out.body, if whole_object { range.start } else { 0 }))
+    }
+
     pub async fn connect(config: &OffloadConfig) -> Self {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(region) = &config.region {
@@ -289,22 +313,8 @@ impl ObjectStore for S3Store {
         if range.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send()
-            .await
-            .map_err(|e| map_err(&format!("GetObject {key} {range:?}"), e))?;
-        let asked = range.end - range.start;
-        // A server that ignores Range answers with the whole object and no Content-Range: skip
-        // to what was asked (a wrong guess is caught by the length and CRC checks above us).
-        let whole_object = out.content_range.is_none()
-            && out.content_length.is_none_or(|n| n.max(0) as u64 != asked);
-        let mut pieces = Pieces::new(if whole_object { range.start } else { 0 }, asked, piece);
-        let mut body = out.body;
+        let (mut body, skip) = self.ranged_body(key, &range).await?;
+        let mut pieces = Pieces::new(skip, range.end - range.start, piece);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| {
                 StoreError::Transient(format!("GetObject {key}: reading the body: {e}"))
@@ -530,21 +540,8 @@ impl ObjectStore for S3Store {
         if range.is_empty() {
             return Ok(rx);
         }
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send()
-            .await
-            .map_err(|e| map_err(&format!("GetObject {key} {range:?}"), e))?;
-        let asked = range.end - range.start;
-        // A server that ignores Range answers with the whole object: skip to what was asked.
-        let whole_object = out.content_range.is_none()
-            && out.content_length.is_none_or(|n| n.max(0) as u64 != asked);
-        let (mut skip, mut left) = (if whole_object { range.start } else { 0 }, asked);
-        let mut body = out.body;
+        let (mut body, mut skip) = self.ranged_body(key, &range).await?;
+        let mut left = range.end - range.start;
         let key = key.to_string();
         tokio::spawn(async move {
             while left > 0 {
