@@ -393,6 +393,30 @@ fn run_pulsar(options: &MountOptions, config: &Config) -> Result<(), MountError>
     Ok(())
 }
 
+/// The pace of a read-only mount's refresh loop: a tick every `every` (the first one after a
+/// full interval), until the mount stops.
+struct Pace {
+    ticker: tokio::time::Interval,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Pace {
+    async fn start(every: Duration, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        Self { ticker, stop }
+    }
+
+    /// Waits for the next tick; `false` once the mount is stopping.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.ticker.tick() => true,
+            _ = self.stop.changed() => false,
+        }
+    }
+}
+
 /// A `--pulsar` mount's refresh loop: the bucket is listed again (index objects already read
 /// are not read again); ledgers that left it are dropped from the kernel's cache.
 async fn follow_pulsar_bucket(
@@ -400,17 +424,11 @@ async fn follow_pulsar_bucket(
     bucket: Arc<crate::pulsar::tree::PulsarBucket>,
     metrics: Arc<Metrics>,
     every: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
+    let mut pace = Pace::start(every, stop).await;
     let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
+    while pace.next().await {
         metrics.catalog_refreshes.inc();
         match bucket.refresh().await {
             Ok(gone) => {
@@ -443,17 +461,11 @@ async fn follow_bucket(
     catalog: Arc<Catalog>,
     metrics: Arc<Metrics>,
     every: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
+    let mut pace = Pace::start(every, stop).await;
     let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
+    while pace.next().await {
         let before = catalog.state();
         metrics.catalog_refreshes.inc();
         match catalog.refresh().await {
