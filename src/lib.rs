@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod allocator;
+pub mod buffer_pool;
 pub mod cache;
 pub mod catalog;
 pub mod config;

@@ -314,6 +314,7 @@ fn run_pulsar(options: &MountOptions, config: &Config) -> Result<(), MountError>
         .block_on(store::connect(&config.offload, &options.data_dir))
         .map_err(MountError::Store)?;
     let cache = LedgerCache::new(
+        runtime.handle().clone(),
         Arc::clone(&store),
         options.cache.memory_bytes,
         options.cache.read_timeout,

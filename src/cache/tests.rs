@@ -274,7 +274,16 @@ async fn a_segment_read_at_random_is_fetched_whole_in_the_background() {
         let got = cache.read(&small, &random, at, 100).await.unwrap();
         assert_eq!(&got[..], &data[at as usize..at as usize + 100]);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The hydration runs in the background: wait (boundedly) until no block is missing or
+    // on its way.
+    for _ in 0..100 {
+        let settled = cache.missing_runs(&small, 0..64, 1).is_empty()
+            && cache.inflight.lock().unwrap().is_empty();
+        if settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(cache.metrics.hydrations.get(), 1);
     let misses = cache.metrics.cache_misses.get();
     let fresh = Mutex::new(ReadAhead::new());

@@ -170,17 +170,20 @@ impl TierFs {
     pub(super) fn ledger_read(&self, handle: &Arc<Handle>, offset: u64, size: u32) -> Option<Read> {
         let handle = Arc::clone(handle);
         let future = match handle.as_ref() {
-            Handle::Ledger { reader, .. } => {
+            Handle::Ledger { reader, next } => {
+                let sequential = {
+                    let mut next = next.lock().unwrap_or_else(|p| p.into_inner());
+                    let sequential = next.is_none_or(|n| n == offset);
+                    *next = Some(offset + u64::from(size));
+                    sequential
+                };
+                if let Some(bytes) = reader.read_cached(offset, u64::from(size), sequential) {
+                    return Some(Read::Cached(bytes));
+                }
                 let path = format!("ledger {}", reader.ledger().id);
                 Box::pin(async move {
-                    let Handle::Ledger { reader, next } = handle.as_ref() else {
+                    let Handle::Ledger { reader, .. } = handle.as_ref() else {
                         unreachable!("matched above");
-                    };
-                    let sequential = {
-                        let mut next = next.lock().unwrap_or_else(|p| p.into_inner());
-                        let sequential = next.is_none_or(|n| n == offset);
-                        *next = Some(offset + u64::from(size));
-                        sequential
                     };
                     reader
                         .read(offset, u64::from(size), sequential)

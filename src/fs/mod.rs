@@ -89,10 +89,12 @@ pub struct RemoteTier {
     pub runtime: tokio::runtime::Handle,
 }
 
-/// The answer to a read: at once (local files), or later (offloaded segments, read through the
-/// cache on the runtime so that no FUSE thread waits on the network).
+/// The answer to a read: at once (local files), from memory at once (bytes of an offloaded
+/// file already in the memory cache: no hop to the runtime), or later (offloaded bytes read
+/// through the cache on the runtime, so that no FUSE thread waits on the network).
 pub enum Read {
     Ready(Result<Vec<u8>, FsError>),
+    Cached(bytes::Bytes),
     Later(Pin<Box<dyn Future<Output = Result<bytes::Bytes, FsError>> + Send>>),
 }
 
@@ -101,6 +103,7 @@ impl Read {
     pub fn wait(self, runtime: Option<&tokio::runtime::Handle>) -> Result<Vec<u8>, FsError> {
         match self {
             Read::Ready(result) => result,
+            Read::Cached(bytes) => Ok(bytes.to_vec()),
             Read::Later(future) => runtime
                 .expect("a later read needs the runtime")
                 .block_on(future)

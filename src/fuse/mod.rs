@@ -286,6 +286,7 @@ impl Filesystem for FuseAdapter {
         match self.fs.read(fh.0, offset, size) {
             Read::Ready(Ok(data)) => reply.data(&data),
             Read::Ready(Err(e)) => reply.error(err("read", &e)),
+            Read::Cached(data) => reply.data(&data),
             Read::Later(future) => {
                 let Some(runtime) = self.fs.runtime() else {
                     return reply.error(Errno::EIO);

@@ -42,8 +42,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn cache(store: &Arc<MemoryStore>, bytes: u64) -> Arc<LedgerCache> {
+fn cache(rt: &tokio::runtime::Runtime, store: &Arc<MemoryStore>, bytes: u64) -> Arc<LedgerCache> {
     LedgerCache::new(
+        rt.handle().clone(),
         Arc::clone(store) as Arc<dyn ObjectStore>,
         bytes,
         Duration::from_secs(5),
@@ -183,7 +184,7 @@ fn reader_over(
         .unwrap();
     let found = rt.block_on(survey(&dyn_store, "", None, None)).unwrap();
     let ledger = Arc::clone(found.shown().next().unwrap());
-    let reader = LedgerReader::new(ledger, cache(&store, cache_bytes)).unwrap();
+    let reader = LedgerReader::new(ledger, cache(rt, &store, cache_bytes)).unwrap();
     (store, Arc::new(reader))
 }
 
@@ -371,7 +372,7 @@ fn ledger_metadata_that_disagrees_with_the_blocks_is_refused() {
         let Some(ledger) = found.shown().next() else {
             continue; // refused at the survey: fine
         };
-        match LedgerReader::new(Arc::clone(ledger), cache(&store, 64 << 20)) {
+        match LedgerReader::new(Arc::clone(ledger), cache(&rt, &store, 64 << 20)) {
             Err(ReadError::Structure { .. }) => {}
             Err(e) => panic!("{e}"),
             Ok(reader) => {
@@ -384,4 +385,95 @@ fn ledger_metadata_that_disagrees_with_the_blocks_is_refused() {
             }
         }
     }
+}
+
+/// A reader over a ledger of `count` entries of 50,000 bytes in blocks of about 4 MiB, through
+/// a memory cache of `cache_bytes` (a walk's window is a sixth of it, at least one chunk), the
+/// store handing out bodies in 64 KiB frames; and the mount's metrics.
+fn paced_reader(
+    rt: &tokio::runtime::Runtime,
+    count: usize,
+    cache_bytes: u64,
+) -> (Arc<LedgerReader>, Arc<Metrics>, Vec<u8>) {
+    let entries: Vec<Vec<u8>> = (0..count)
+        .map(|i| (0..50_000).map(|b| (b * 7 + i) as u8).collect())
+        .collect();
+    let store = Arc::new(MemoryStore::default());
+    store
+        .stream_frame
+        .store(64 << 10, std::sync::atomic::Ordering::SeqCst);
+    let dyn_store: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
+    let written = write_ledger(&entries, 4 << 20, Some("t/n/persistent/x"), 1).unwrap();
+    rt.block_on(upload(store.as_ref(), "", U1, 9, &written, &plain(None)))
+        .unwrap();
+    let found = rt.block_on(survey(&dyn_store, "", None, None)).unwrap();
+    let ledger = Arc::clone(found.shown().next().unwrap());
+    let metrics = Arc::new(Metrics::default());
+    let cache = LedgerCache::new(
+        rt.handle().clone(),
+        dyn_store,
+        cache_bytes,
+        Duration::from_secs(5),
+        Arc::clone(&metrics),
+    );
+    cache.set_idle_walk(Duration::from_millis(300));
+    let reader = Arc::new(LedgerReader::new(ledger, cache).unwrap());
+    (reader, metrics, entries.concat())
+}
+
+#[test]
+fn a_walk_keeps_a_window_beyond_its_reader_then_waits_and_is_given_up_when_idle() {
+    let rt = runtime();
+    // 6 MiB of cache: a window of one chunk (1 MiB). Blocks of about 4 MiB.
+    let (reader, metrics, expected) = paced_reader(&rt, 160, 6 << 20);
+    let got = rt.block_on(reader.read(0, 1000, true)).unwrap();
+    assert_eq!(&got[..], &expected[..1000]);
+    std::thread::sleep(Duration::from_millis(100));
+    let fetched = metrics.get_bytes.get();
+    // Chunk 0 asked for, one chunk of window beyond, and a frame in hand: not the 4 MiB block.
+    assert!(
+        fetched <= (2 << 20) + (128 << 10),
+        "the walk went on without a reader: {fetched} bytes"
+    );
+    assert_eq!(metrics.get_requests.get(), 1, "no block walked ahead yet");
+    // The walk waits: nothing more arrives while no reader asks.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(metrics.get_bytes.get(), fetched);
+    // Past the idle time it is given up; a reader further on starts it again.
+    std::thread::sleep(Duration::from_millis(500));
+    let at = 3 << 20;
+    let got = rt.block_on(reader.read(at, 4096, false)).unwrap();
+    assert_eq!(&got[..], &expected[at as usize..at as usize + 4096]);
+    assert_eq!(metrics.get_requests.get(), 2, "a second walk of block 0");
+}
+
+#[test]
+fn a_sequential_read_through_a_small_cache_fetches_every_byte_once() {
+    let rt = runtime();
+    let (reader, metrics, expected) = paced_reader(&rt, 200, 6 << 20);
+    let mut got = Vec::with_capacity(expected.len());
+    let mut offset = 0u64;
+    while offset < expected.len() as u64 {
+        let bytes = match reader.read_cached(offset, 128 << 10, true) {
+            Some(bytes) => bytes,
+            None => rt.block_on(reader.read(offset, 128 << 10, true)).unwrap(),
+        };
+        assert!(!bytes.is_empty(), "nothing at {offset}");
+        offset += bytes.len() as u64;
+        got.extend_from_slice(&bytes);
+    }
+    assert!(got == expected, "the bytes read differ from the ledger");
+    let data_size = reader.ledger().data_size;
+    assert!(
+        metrics.get_bytes.get() <= data_size,
+        "{} bytes fetched for a data object of {data_size}: chunks were fetched again",
+        metrics.get_bytes.get()
+    );
+    let blocks = reader.ledger().index.blocks.len() as u64;
+    assert!(blocks >= 2);
+    assert_eq!(metrics.get_requests.get(), blocks, "one GET per block");
+    assert!(
+        metrics.cache_evictions.get() > 0,
+        "the cache was too large to test anything"
+    );
 }

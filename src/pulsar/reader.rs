@@ -19,7 +19,20 @@
 //! - A chunk evicted from the memory cache is fetched again by one ranged GET of just its bytes,
 //!   mapped through the layout; every entry header inside the range must say the length and id
 //!   the walk found.
-//! - A sequential reader has the next [`WALK_AHEAD`] blocks walked in the background.
+//! - A sequential reader has the next [`WALK_AHEAD`] blocks walked in the background once it
+//!   is two windows (see below) from the end of the block it reads.
+//! - A walk is paced by its readers: it keeps at most a *window* of payload (half the memory
+//!   cache shared by the [`WALKS`] walks there can be, between 1 and 32 chunks) beyond the
+//!   furthest byte a reader of the block has asked for, then stops reading its GET's body until
+//!   a reader asks for more; one that no reader wants for [`IDLE_WALK`] is given up (its
+//!   connection closed) and started again when a reader comes. So a walk ahead of a reader
+//!   brings the block's first window and waits, and a small cache is never flooded by blocks
+//!   nobody reads yet. A walk run for its layout alone (to place a block after it, or for the
+//!   entry lengths) does not wait: past the window it keeps only the entries' lengths, and a
+//!   reader that comes later fetches those chunks again through the layout. A chunk evicted
+//!   behind a walk in progress is fetched again through the entries it has checked so far.
+//! - Chunk buffers come from a [`BufferPool`]: a chunk evicted from the cache lends its
+//!   memory, already faulted in, to the next one.
 //!
 //! Any mismatch is [`ReadError::Structure`], naming the object and the offset: EIO at the
 //! mount, and a log line, never wrong bytes. Pulsar's blocks carry no checksum of their own;
@@ -35,6 +48,7 @@ use tracing::error;
 
 use super::bucket::Ledger;
 use super::offload_format::{BLOCK_HEADER_LEN, BlockWalker, ENTRY_RECORD_HEADER};
+use crate::buffer_pool::BufferPool;
 use crate::cache::{BlockKey, MemoryCache};
 use crate::metrics::Metrics;
 use crate::store::{ObjectStore, StoreError};
@@ -46,6 +60,10 @@ pub const CHUNK: u64 = 1 << 20;
 pub const WALKS: usize = 3;
 /// Blocks walked ahead of a sequential reader.
 pub const WALK_AHEAD: usize = 1;
+/// A walk paused with no reader asking for more for this long is given up.
+pub const IDLE_WALK: Duration = Duration::from_secs(5);
+/// Free chunk buffers a mount keeps for reuse (see [`BufferPool`]).
+const POOLED_CHUNKS: usize = 8;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReadError {
@@ -62,36 +80,64 @@ pub enum ReadError {
     Version { object: String, reason: String },
     #[error("reading {object} did not complete within {seconds} s")]
     Timeout { object: String, seconds: u64 },
+    /// A walk paused for [`IDLE_WALK`] with no reader asking for more, and was given up; a
+    /// reader that comes later starts it again.
+    #[error("the walk of block {block} of {object} waited for a reader in vain and was given up")]
+    Suspended { object: String, block: usize },
 }
 
 /// The memory every ledger of a mount shares: payload chunks, bounded in bytes.
 #[derive(Debug)]
 pub struct LedgerCache {
+    /// Where walks run (they are started from FUSE threads too).
+    runtime: tokio::runtime::Handle,
     store: Arc<dyn ObjectStore>,
     memory: Mutex<MemoryCache>,
     metrics: Arc<Metrics>,
     read_timeout: Duration,
     walks: tokio::sync::Semaphore,
+    /// Payload a walk keeps beyond what its readers asked for (see the module doc).
+    window: u64,
+    /// How long a paused walk waits for a reader ([`IDLE_WALK`]; tests shorten it), in ms.
+    idle_walk_ms: std::sync::atomic::AtomicU64,
+    pool: Arc<BufferPool>,
 }
 
 impl LedgerCache {
     pub fn new(
+        runtime: tokio::runtime::Handle,
         store: Arc<dyn ObjectStore>,
         memory_bytes: u64,
         read_timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            runtime,
             store,
             memory: Mutex::new(MemoryCache::new(memory_bytes)),
             metrics,
             read_timeout,
             walks: tokio::sync::Semaphore::new(WALKS),
+            window: (memory_bytes / 2 / WALKS as u64).clamp(CHUNK, 32 * CHUNK),
+            pool: BufferPool::new(CHUNK as usize, POOLED_CHUNKS),
+            idle_walk_ms: (IDLE_WALK.as_millis() as u64).into(),
         })
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// How long a paused walk waits for a reader before it is given up.
+    pub fn set_idle_walk(&self, idle: Duration) {
+        self.idle_walk_ms.store(
+            idle.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn idle_walk(&self) -> Duration {
+        Duration::from_millis(self.idle_walk_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn get(&self, key: &BlockKey) -> Option<Bytes> {
@@ -182,45 +228,85 @@ impl Layout {
 }
 
 /// How far a walk of a block has come.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Progress {
     /// Bytes of the block's payload checked and in the cache, from its start.
     published: u64,
-    /// The walk is over (its layout is set, or it failed).
+    /// The walk is over: its layout is set, or it failed (`error`), or it was given up.
     ended: bool,
+    error: Option<ReadError>,
+}
+
+/// What the readers of a block ask of its walk.
+#[derive(Debug, Clone, Copy, Default)]
+struct Demand {
+    /// Payload bytes of the block, from its start, some reader has asked for.
+    upto: u64,
+    /// Someone needs the block's layout: its walk must not pause.
+    layout: bool,
 }
 
 /// A walk's payload, cut into chunks as it arrives.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Chunks {
-    filling: BytesMut,
+    pool: Arc<BufferPool>,
+    filling: Vec<u8>,
     full: std::collections::VecDeque<Bytes>,
+    /// Payload bytes received so far.
+    received: u64,
     /// Payload bytes checked so far (an entry is checked once the record after it is).
     verified: u64,
     /// Payload bytes handed to the cache, in `count` chunks.
     published: u64,
     count: u64,
+    /// Whether arriving bytes are kept; once not, no later byte of the walk is.
+    keeping: bool,
 }
 
 impl Chunks {
+    fn new(pool: Arc<BufferPool>) -> Self {
+        Self {
+            pool,
+            filling: Vec::new(),
+            full: Default::default(),
+            received: 0,
+            verified: 0,
+            published: 0,
+            count: 0,
+            keeping: true,
+        }
+    }
+
     fn append(&mut self, mut bytes: &[u8]) {
+        self.received += bytes.len() as u64;
+        if !self.keeping {
+            return;
+        }
         while !bytes.is_empty() {
             if self.filling.capacity() == 0 {
-                self.filling.reserve(CHUNK as usize);
+                self.filling = self.pool.take();
             }
             let take = (CHUNK as usize - self.filling.len()).min(bytes.len());
             self.filling.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
             if self.filling.len() as u64 == CHUNK {
-                self.full.push_back(self.filling.split().freeze());
+                let full = std::mem::take(&mut self.filling);
+                self.full.push_back(self.pool.freeze(full));
             }
         }
     }
 
+    /// From here on the walk keeps only the layout: the chunk being filled is dropped.
+    fn stop_keeping(&mut self) {
+        self.keeping = false;
+        self.filling = Vec::new();
+    }
+
     /// The last, partial chunk is complete too.
     fn close(&mut self) {
-        if !self.filling.is_empty() {
-            self.full.push_back(self.filling.split().freeze());
+        if self.keeping && !self.filling.is_empty() {
+            let last = std::mem::take(&mut self.filling);
+            self.full.push_back(self.pool.freeze(last));
         }
     }
 }
@@ -237,6 +323,10 @@ pub struct LedgerReader {
     walking: Vec<std::sync::atomic::AtomicBool>,
     /// How far each block's walk has come, for readers waiting on it.
     progress: Vec<watch::Sender<Progress>>,
+    /// What readers ask of each block's walk, which paces it.
+    demand: Vec<watch::Sender<Demand>>,
+    /// The entry ends a walk in progress has checked so far (its layout, as far as it goes).
+    partial: Vec<Mutex<Vec<u64>>>,
     /// A block found malformed stays so (its objects never change): refused at once after.
     failed: Vec<Mutex<Option<ReadError>>>,
     /// Whether the blocks carry no padding at all (then every block's place is known
@@ -295,6 +385,11 @@ impl LedgerReader {
                 .iter()
                 .map(|_| watch::Sender::new(Progress::default()))
                 .collect(),
+            demand: spans
+                .iter()
+                .map(|_| watch::Sender::new(Demand::default()))
+                .collect(),
+            partial: spans.iter().map(|_| Mutex::new(Vec::new())).collect(),
             spans,
             unpadded,
             padding,
@@ -389,6 +484,55 @@ impl LedgerReader {
         Ok(out.freeze())
     }
 
+    /// `[offset, offset + len)` at once, when it lies in one chunk that is in the memory cache
+    /// and its block's place is known without waiting; `None` otherwise (then [`Self::read`]).
+    /// Asks for what a read asks for (the walk's pace, the next block walked ahead) either way
+    /// it is answered.
+    pub fn read_cached(self: &Arc<Self>, offset: u64, len: u64, sequential: bool) -> Option<Bytes> {
+        let end = offset.saturating_add(len).min(self.ledger.length);
+        if offset >= end {
+            return Some(Bytes::new());
+        }
+        let (i, start) = self.placed(offset)?;
+        let n = (offset - start) / CHUNK;
+        let chunk_start = start + n * CHUNK;
+        if end > chunk_start + CHUNK {
+            return None;
+        }
+        let data = self.cache.get(&self.key(i, n))?;
+        let (from, to) = (
+            (offset - chunk_start) as usize,
+            (end - chunk_start) as usize,
+        );
+        if to > data.len() {
+            return None;
+        }
+        self.ask(i, (n + 1) * CHUNK);
+        self.walk_ahead(i, offset - start, sequential);
+        Some(data.slice(from..to))
+    }
+
+    /// The block holding ledger byte `pos` and where its payload starts, if known now: every
+    /// block before it has a known size, and it is known to reach `pos`.
+    fn placed(&self, pos: u64) -> Option<(usize, u64)> {
+        let mut start = 0;
+        for i in 0..self.spans.len() {
+            let payload = match (&self.unpadded, self.layouts[i].get()) {
+                (_, Some(layout)) => layout.payload(),
+                (Some(_), None) => self.spans[i].unpadded,
+                (None, None) => {
+                    let published = self.progress[i].borrow().published;
+                    return (pos < start + published).then_some((i, start));
+                }
+            };
+            if pos < start + payload {
+                return Some((i, start));
+            }
+            start += payload;
+        }
+        None
+    }
+
     /// Starts a walk of block `i` as a task of its own, unless it is walked or being walked.
     fn start_walk(self: &Arc<Self>, i: usize) {
         if i >= self.spans.len()
@@ -397,12 +541,19 @@ impl LedgerReader {
         {
             return;
         }
+        // Readers that look now wait for this walk, not for how the last one ended.
+        self.progress[i].send_replace(Progress::default());
         let this = Arc::clone(self);
-        tokio::spawn(async move {
-            if let Err(e) = this.layout(i).await {
-                tracing::warn!(ledger = this.ledger.id, block = i, error = %e, "walk failed");
+        self.cache.runtime.spawn(async move {
+            match this.layout(i).await {
+                Ok(_) => {}
+                Err(e @ ReadError::Suspended { .. }) => {
+                    tracing::debug!(ledger = this.ledger.id, block = i, "{e}")
+                }
+                Err(e) => {
+                    tracing::warn!(ledger = this.ledger.id, block = i, error = %e, "walk failed")
+                }
             }
-            this.walking[i].store(false, std::sync::atomic::Ordering::Release);
         });
     }
 
@@ -412,8 +563,11 @@ impl LedgerReader {
         if let Some(layout) = self.layouts[i].get() {
             return Ok(Arc::clone(layout));
         }
+        self.need_layout(i);
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.layout(i).await })
+        self.cache
+            .runtime
+            .spawn(async move { this.layout(i).await })
             .await
             .unwrap_or_else(|e| {
                 Err(ReadError::Store(StoreError::Other(format!(
@@ -439,6 +593,10 @@ impl LedgerReader {
                 if most.saturating_sub(self.padding) > pos {
                     break;
                 }
+                if most + self.spans[i].unpadded <= pos {
+                    // The block ends before `pos` wherever it starts: only its layout matters.
+                    self.need_layout(i);
+                }
                 self.start_walk(i);
                 most += self.spans[i].unpadded;
             }
@@ -450,6 +608,10 @@ impl LedgerReader {
                 (_, Some(layout)) => layout.payload(),
                 (Some(_), None) => self.spans[i].unpadded,
                 (None, None) => {
+                    match pos - start {
+                        within if within < self.spans[i].unpadded => self.ask(i, within + 1),
+                        _ => self.need_layout(i),
+                    }
                     self.start_walk(i);
                     let mut progress = self.progress[i].subscribe();
                     let reached = progress
@@ -458,7 +620,7 @@ impl LedgerReader {
                         .map(|p| !p.ended)
                         .unwrap_or(false);
                     if reached {
-                        self.walk_ahead(i, sequential);
+                        self.walk_ahead(i, pos - start, sequential);
                         return Ok((i, start));
                     }
                     self.walked(i).await?.payload()
@@ -475,7 +637,7 @@ impl LedgerReader {
                 ));
             }
             if pos < start + payload {
-                self.walk_ahead(i, sequential);
+                self.walk_ahead(i, pos - start, sequential);
                 return Ok((i, start));
             }
             start += payload;
@@ -489,8 +651,29 @@ impl LedgerReader {
         ))
     }
 
-    fn walk_ahead(self: &Arc<Self>, i: usize, sequential: bool) {
-        if sequential {
+    /// A reader wants block `i`'s payload up to byte `upto`: its walk may go on that far and a
+    /// window beyond.
+    fn ask(&self, i: usize, upto: u64) {
+        self.demand[i].send_if_modified(|d| {
+            let more = upto > d.upto;
+            d.upto = d.upto.max(upto);
+            more
+        });
+    }
+
+    /// Someone waits for block `i`'s layout: its walk must not pause.
+    fn need_layout(&self, i: usize) {
+        self.demand[i].send_if_modified(|d| !std::mem::replace(&mut d.layout, true));
+    }
+
+    /// A sequential reader at payload byte `within` of block `i` has the next blocks walked
+    /// once it is two windows from the block's end: soon enough that their first bytes are
+    /// there when it comes, late enough that they are not evicted before it does.
+    fn walk_ahead(self: &Arc<Self>, i: usize, within: u64, sequential: bool) {
+        let payload = self.layouts[i]
+            .get()
+            .map_or(self.spans[i].unpadded, |layout| layout.payload());
+        if sequential && within.saturating_add(2 * self.cache.window) >= payload {
             for ahead in 1..=WALK_AHEAD {
                 self.start_walk(i + ahead);
             }
@@ -499,13 +682,15 @@ impl LedgerReader {
 
     /// Block `i`'s layout, walking the block if no one has.
     async fn layout(&self, i: usize) -> Result<Arc<Layout>, ReadError> {
-        let failed = |slot: &Mutex<Option<ReadError>>| {
-            slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let failed = self.failed[i]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let walked = match failed {
+            Some(e) => Err(e),
+            None => self.layouts[i].get_or_try_init(|| self.walk(i)).await,
         };
-        if let Some(e) = failed(&self.failed[i]) {
-            return Err(e);
-        }
-        let outcome = match self.layouts[i].get_or_try_init(|| self.walk(i)).await {
+        let outcome = match walked {
             Ok(layout) => Ok(Arc::clone(layout)),
             Err(e) => {
                 if matches!(e, ReadError::Structure { .. }) {
@@ -514,7 +699,16 @@ impl LedgerReader {
                 Err(e)
             }
         };
-        self.progress[i].send_modify(|p| p.ended = true);
+        // A reader that finds this walk ended may start the next one at once.
+        self.walking[i].store(false, std::sync::atomic::Ordering::Release);
+        let error = match &outcome {
+            Err(ReadError::Suspended { .. }) | Ok(_) => None,
+            Err(e) => Some(e.clone()),
+        };
+        self.progress[i].send_modify(|p| {
+            p.ended = true;
+            p.error = error;
+        });
         outcome
     }
 
@@ -539,8 +733,10 @@ impl LedgerReader {
         let block_len = span.physical.end - span.physical.start;
         let last = span.first_entry + span.entries - 1;
         let mut walker = BlockWalker::new(block_len, span.first_entry, last);
-        let mut ends: Vec<u64> = Vec::with_capacity(span.entries as usize);
-        let mut chunks = Chunks::default();
+        *self.partial[i].lock().unwrap_or_else(|p| p.into_inner()) =
+            Vec::with_capacity(span.entries as usize);
+        let mut chunks = Chunks::new(Arc::clone(&self.cache.pool));
+        let mut demand = self.demand[i].subscribe();
         // One GET of the whole block, checked as its body arrives.
         self.cache.metrics.get_requests.inc();
         let mut body = self
@@ -551,26 +747,35 @@ impl LedgerReader {
             .inspect_err(|_| {
                 self.cache.metrics.get_errors.inc();
             })?;
-        while let Some(bytes) = body.recv().await {
+        loop {
+            self.pace(i, &mut chunks, &mut demand).await?;
+            let Some(bytes) = body.recv().await else {
+                break;
+            };
             let bytes = bytes.inspect_err(|_| {
                 self.cache.metrics.get_errors.inc();
             })?;
             self.cache.metrics.get_bytes.inc_by(bytes.len() as u64);
-            walker
-                .feed(&bytes, |entry, payload| {
-                    // The record after an entry checked out: the entry before it is whole.
-                    if let Some(end) = ends.last() {
-                        chunks.verified = *end;
-                    }
-                    ends.push(ends.last().copied().unwrap_or(0) + entry.len);
-                    chunks.append(payload);
-                })
-                .map_err(|e| self.structure(span.physical.start, e.to_string()))?;
+            {
+                let mut ends = self.partial[i].lock().unwrap_or_else(|p| p.into_inner());
+                walker
+                    .feed(&bytes, |entry, payload| {
+                        // The record after an entry checked out: the entry before it is whole.
+                        if let Some(end) = ends.last() {
+                            chunks.verified = *end;
+                        }
+                        let end = ends.last().copied().unwrap_or(0) + entry.len;
+                        ends.push(end);
+                        chunks.append(payload);
+                    })
+                    .map_err(|e| self.structure(span.physical.start, e.to_string()))?;
+            }
             self.publish(i, &mut chunks);
         }
         walker
             .finish()
             .map_err(|e| self.structure(span.physical.start, e.to_string()))?;
+        let ends = std::mem::take(&mut *self.partial[i].lock().unwrap_or_else(|p| p.into_inner()));
         let layout = Layout { ends };
         if self.unpadded.is_some() && span.unpadded != layout.payload() {
             return Err(self.structure(
@@ -586,6 +791,36 @@ impl LedgerReader {
         chunks.close();
         self.publish(i, &mut chunks);
         Ok(Arc::new(layout))
+    }
+
+    /// Waits, before a walk of block `i` reads more of its body, until its readers want what
+    /// comes next (see the module doc); past the window, a walk someone needs the layout of
+    /// stops keeping bytes instead.
+    async fn pace(
+        &self,
+        i: usize,
+        chunks: &mut Chunks,
+        demand: &mut watch::Receiver<Demand>,
+    ) -> Result<(), ReadError> {
+        loop {
+            let wanted = *demand.borrow_and_update();
+            if !chunks.keeping || chunks.received < wanted.upto.saturating_add(self.cache.window) {
+                return Ok(());
+            }
+            if wanted.layout {
+                chunks.stop_keeping();
+                return Ok(());
+            }
+            match tokio::time::timeout(self.cache.idle_walk(), demand.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => {
+                    return Err(ReadError::Suspended {
+                        object: self.ledger.data_key.clone(),
+                        block: i,
+                    });
+                }
+            }
+        }
     }
 
     /// Puts the chunks of block `i` whose bytes are all checked into the cache, and tells the
@@ -633,18 +868,50 @@ impl LedgerReader {
                 self.cache.put(key, data.clone());
                 return Ok(data);
             }
+            self.ask(i, (n + 1) * CHUNK);
             self.start_walk(i);
             let mut progress = self.progress[i].subscribe();
-            let ended = progress
+            let seen = progress
                 .wait_for(|p| p.published > n * CHUNK || p.ended)
                 .await
-                .map(|p| p.ended)
-                .unwrap_or(true);
-            if ended {
-                // The walk is over: it left a layout (look again), or why it failed.
-                self.walked(i).await?;
+                .map(|p| p.clone())
+                .unwrap_or_else(|_| Progress {
+                    ended: true,
+                    ..Progress::default()
+                });
+            if let Some(e) = seen.error {
+                return Err(e);
             }
+            if !seen.ended {
+                // Published: in the cache, unless already evicted behind the walk; then the
+                // walk's layout will say where to fetch it again.
+                if let Some(data) = self.cache.get(&key) {
+                    return Ok(data);
+                }
+                return self.refetch_behind_walk(i, n).await;
+            }
+            // The walk is over: it left a layout, or was given up (a new one starts).
         }
+    }
+
+    /// Chunk `n` of block `i`, published by the walk in progress and evicted since: fetched
+    /// again through the entries the walk has checked so far.
+    async fn refetch_behind_walk(self: &Arc<Self>, i: usize, n: u64) -> Result<Bytes, ReadError> {
+        let partial = Layout {
+            ends: self.partial[i]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        };
+        let layout = match partial.payload() > n * CHUNK {
+            true => Arc::new(partial),
+            // The walk ended meanwhile and took its entries into its layout.
+            false => self.walked(i).await?,
+        };
+        let range = n * CHUNK..((n + 1) * CHUNK).min(layout.payload());
+        let data = self.refetch(i, &layout, range).await?;
+        self.cache.put(self.key(i, n), data.clone());
+        Ok(data)
     }
 
     /// Payload bytes `range` of block `i`, by one ranged GET of just the bytes that hold them;
@@ -663,7 +930,7 @@ impl LedgerReader {
         let (last_byte, _) = layout.physical(range.end - 1);
         let physical = span.physical.start + from..span.physical.start + last_byte + 1;
         let raw = self.cache.get_range(&self.object, physical.clone()).await?;
-        let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+        let mut out = self.cache.pool.take();
         let mut x = range.start;
         let mut k = first;
         while x < range.end {
@@ -692,7 +959,7 @@ impl LedgerReader {
             x = upto;
             k += 1;
         }
-        Ok(out.freeze())
+        Ok(self.cache.pool.freeze(out))
     }
 
     /// Every entry's length, in order (walking every block not walked yet): where each entry
