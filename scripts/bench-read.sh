@@ -28,7 +28,7 @@ trap cleanup EXIT
 scripts/s3-server.sh start "$work/s3" >/dev/null
 . "$work/s3/env"
 
-cache_size=256M; readahead=64M
+cache_size=24M; readahead=24M # the defaults
 cat >"$work/broker.conf" <<CONF
 managedLedgerMaxEntriesPerLedger=$mib
 managedLedgerMinLedgerRolloverTimeMinutes=0
@@ -39,6 +39,7 @@ managedLedgerOffloadServiceEndpoint=$TIERFS_TEST_S3_ENDPOINT
 managedLedgerOffloadPrefix=bench-read
 CONF
 mount_tierfs() {
+  rm -rf "$data/cache" # every mount starts cold: the disk cache (on by default) emptied
   target/release/tierfs mount "$mnt" --data-dir "$data" --config "$work/broker.conf" \
     --cache-size "$cache_size" --readahead-budget "$readahead" --log warn 2>>"$work/tierfs.log" &
   pid=$!

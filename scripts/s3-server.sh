@@ -44,26 +44,39 @@ port_free() {
   ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# The S3 port (and the RPC port after it): TIERFS_TEST_S3_PORT, or the first free pair from 3900.
+# Ports of servers that may come back (`stop` then `resume`) stay theirs: a claim file per S3
+# port names the server's directory, and a port whose claim names a directory that still exists
+# is passed over even while it is free. (Tests stop one server while others start.)
+CLAIMS=${TMPDIR:-/tmp}/tierfs-s3-ports
+claimed() {
+  local owner
+  owner=$(cat "$CLAIMS/$1" 2>/dev/null) || return 1
+  [[ -d "$owner" ]]
+}
+
+# The S3 port (and the RPC port after it) for the server in directory $1: TIERFS_TEST_S3_PORT,
+# or the first free, unclaimed pair from 3900.
 pick_ports() {
   if [[ -n "${TIERFS_TEST_S3_PORT:-}" ]]; then
     S3_PORT=$TIERFS_TEST_S3_PORT
   else
     S3_PORT=3900
-    while ! port_free "$S3_PORT" || ! port_free $((S3_PORT + 1)); do
+    while claimed "$S3_PORT" || ! port_free "$S3_PORT" || ! port_free $((S3_PORT + 1)); do
       S3_PORT=$((S3_PORT + 2))
       ((S3_PORT < 4100)) || { echo "s3-server: no free port pair in 3900-4100" >&2; exit 1; }
     done
   fi
   RPC_PORT=$((S3_PORT + 1))
+  mkdir -p "$CLAIMS"
+  echo "$1" >"$CLAIMS/$S3_PORT"
 }
 
 start() {
   local dir=$1
   install
-  pick_ports
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
+  pick_ports "$dir"
   node_config "$dir" "$S3_PORT" "$RPC_PORT" 1 "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   local g=(garage -c "$dir/garage.toml")
   "${g[@]}" server >"$dir/server.log" 2>&1 &
@@ -151,7 +164,8 @@ start_cluster() {
   secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
   local ids=() first_rpc="" backends=""
   for i in $(seq "$nodes"); do
-    pick_ports
+    mkdir -p "$dir/node$i"
+    pick_ports "$dir/node$i"
     node_config "$dir/node$i" "$S3_PORT" "$RPC_PORT" "$nodes" "$secret"
     garage -c "$dir/node$i/garage.toml" server >"$dir/node$i/server.log" 2>&1 &
     echo $! >"$dir/node$i/pid"

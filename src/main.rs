@@ -148,17 +148,22 @@ struct MountArgs {
     /// Let users other than the one who mounted see the mount (needs user_allow_other in /etc/fuse.conf for non-root)
     #[arg(long)]
     allow_other: bool,
-    /// Memory for cached blocks of offloaded segments (e.g. 256M, 1G)
-    #[arg(long, default_value = "256M", value_parser = tierfs::units::parse_bytes)]
+    /// Memory for cached blocks of offloaded segments (e.g. 24M, 1G); the kernel's page cache
+    /// keeps what was read besides
+    #[arg(long, default_value = "24M", value_parser = tierfs::units::parse_bytes)]
     cache_size: u64,
-    /// Directory of the disk cache of offloaded blocks (kept across restarts); none by default
+    /// Directory of the disk cache of offloaded blocks read at random (kept across restarts);
+    /// <data-dir>/cache by default
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// No disk cache: blocks of offloaded segments are cached in memory only
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_disk_cache: bool,
     /// Bound of the disk cache (e.g. 10G)
     #[arg(long, default_value = "1G", value_parser = tierfs::units::parse_bytes)]
     cache_max_size: u64,
-    /// Memory for read-ahead fetches in flight, across all open files
-    #[arg(long, default_value = "64M", value_parser = tierfs::units::parse_bytes)]
+    /// Memory for fetches in flight (read-ahead and readers' own), across all open files
+    #[arg(long, default_value = "24M", value_parser = tierfs::units::parse_bytes)]
     readahead_budget: u64,
     /// A read of an offloaded segment that cannot complete in this time fails with EIO (e.g. 20s)
     #[arg(long, default_value = "20s", value_parser = tierfs::units::parse_duration)]
@@ -215,6 +220,13 @@ fn main() -> ExitCode {
         Command::Mount(args) => {
             init_logging(&args.log);
             tierfs::allocator::bound_large_buffers();
+            let disk = (!args.no_disk_cache).then(|| {
+                let dir = args
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(|| args.data_dir.join(tierfs::cache::DISK_CACHE_DIR));
+                (dir, args.cache_max_size)
+            });
             let options = MountOptions {
                 mountpoint: args.mountpoint,
                 data_dir: args.data_dir,
@@ -227,7 +239,7 @@ fn main() -> ExitCode {
                 },
                 cache: CacheConfig {
                     memory_bytes: args.cache_size,
-                    disk: args.cache_dir.map(|dir| (dir, args.cache_max_size)),
+                    disk,
                     inflight_bytes: args.readahead_budget,
                     read_timeout: args.read_timeout,
                     ..CacheConfig::default()

@@ -176,20 +176,41 @@ fn a_corrupted_object_byte_is_eio_never_wrong_bytes() {
 }
 
 #[test]
-fn the_disk_cache_serves_a_remount_while_the_store_is_down() {
+fn the_default_disk_cache_keeps_what_is_read_at_random_and_serves_a_remount_while_the_store_is_down()
+ {
     let s3 = OwnS3::start();
-    let cache_dir = tempfile::tempdir().unwrap();
-    let flags = [
-        "--cache-dir",
-        cache_dir.path().to_str().unwrap(),
-        "--cache-max-size",
-        "64M",
-        "--read-timeout",
-        "5s",
-    ];
+    // Defaults: a disk cache under the data directory, bounded by --cache-max-size.
+    let flags = ["--cache-max-size", "64M", "--read-timeout", "5s"];
     let mut m = TestMount::start_with(&config(&s3.config("diskcache"), 8), &[], &flags);
+    let cache_dir = m.data.join("cache");
+    let disk_bytes = |m: &TestMount| metric(m, "tierfs_disk_cache_bytes");
+    let (sequential, seq_bytes) = offloaded_segment(&m, "t/ns/scan", 8);
+    drop_page_cache();
+    assert!(fs::read(&sequential).unwrap() == seq_bytes);
+    // A sequential read passes through memory: at most its first block went to disk.
+    assert!(
+        disk_bytes(&m) <= 1.1 * MIB as f64,
+        "a scan filled the disk cache: {} bytes",
+        disk_bytes(&m)
+    );
+    // Reads at random: after three jumps the segment (8 MiB, within half the disk cache) is
+    // fetched whole, to memory and disk.
     let (segment, bytes) = offloaded_segment(&m, "t/ns/warm", 8);
-    assert!(fs::read(&segment).unwrap() == bytes);
+    drop_page_cache();
+    let file = fs::File::open(&segment).unwrap();
+    let mut buf = vec![0u8; 4096];
+    for at in [5 * MIB, MIB + 4096, 7 * MIB, 3 * MIB + 8192] {
+        file.read_exact_at(&mut buf, at).unwrap();
+        assert!(buf == bytes[at as usize..at as usize + 4096]);
+    }
+    drop(file);
+    wait_for("the segment on disk", Duration::from_secs(30), || {
+        disk_bytes(&m) >= (8 * MIB) as f64
+    });
+    assert!(
+        cache_dir.is_dir(),
+        "the disk cache lives under the data directory"
+    );
     assert_eq!(m.stop(), Some(0));
     s3.stop();
     m.restart();
@@ -199,6 +220,22 @@ fn the_disk_cache_serves_a_remount_while_the_store_is_down() {
         "the disk cache did not serve the segment"
     );
     assert!(metric(&m, "tierfs_disk_cache_hits_total") >= 8.0);
+}
+
+#[test]
+fn no_disk_cache_keeps_nothing_on_disk() {
+    let s3 = OwnS3::start();
+    let m = TestMount::start_with(&config(&s3.config("nodisk"), 8), &[], &["--no-disk-cache"]);
+    let (segment, bytes) = offloaded_segment(&m, "t/ns/mem", 8);
+    drop_page_cache();
+    let file = fs::File::open(&segment).unwrap();
+    let mut buf = vec![0u8; 4096];
+    for at in [5 * MIB, MIB, 7 * MIB, 3 * MIB] {
+        file.read_exact_at(&mut buf, at).unwrap();
+        assert!(buf == bytes[at as usize..at as usize + 4096]);
+    }
+    assert!(!m.data.join("cache").exists());
+    assert_eq!(metric(&m, "tierfs_disk_cache_bytes"), 0.0);
 }
 
 #[test]

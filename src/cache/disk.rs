@@ -93,6 +93,11 @@ fn decode(key: &BlockKey, bytes: &[u8]) -> Option<Bytes> {
 
 impl DiskCache {
     /// Opens (creating) the cache directory and indexes what an earlier run left.
+    /// The cache's bound in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
     pub fn open(dir: &Path, capacity: u64) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
         let lock = fs::OpenOptions::new()

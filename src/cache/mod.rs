@@ -5,8 +5,11 @@
 //! Each block is looked for in this order:
 //!
 //! 1. the memory cache (LRU, bounded in bytes, [`memory`]);
-//! 2. the disk cache, if configured (bounded, survives restarts, each block checksummed,
-//!    [`disk`]);
+//! 2. the disk cache, on by default under `<data-dir>/cache` (bounded, survives restarts, each
+//!    block checksummed, [`disk`]). Blocks read at random and segments fetched whole for a
+//!    random reader are kept there; a sequential reader's blocks stay in memory ([`Keep`]),
+//!    since the kernel's page cache keeps what it read and a scan would push out of the disk
+//!    cache what random readers come back to;
 //! 3. a fetch already in flight for it (single-flight: concurrent readers of one block wait for
 //!    one GET);
 //! 4. a ranged GET of a run of consecutive missing blocks, at most `max_get_bytes` long.
@@ -49,6 +52,27 @@ const INDEXES: usize = 4096;
 const HYDRATE_AFTER: u32 = 3;
 /// GETs in flight at once while a segment is fetched whole.
 const HYDRATE_GETS: usize = 4;
+/// The disk cache's directory under the data directory, unless `--cache-dir` names another.
+pub const DISK_CACHE_DIR: &str = "cache";
+
+/// Where fetched blocks are kept: blocks read at random go to the disk cache too; blocks of a
+/// sequential stream only to memory, since the kernel's page cache keeps what a reader read
+/// (and a scan through the disk cache would evict what random readers keep coming back to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    InMemory,
+    OnDisk,
+}
+
+impl Keep {
+    fn for_reader(at_random: bool) -> Self {
+        if at_random {
+            Keep::OnDisk
+        } else {
+            Keep::InMemory
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
@@ -74,12 +98,12 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
-            memory_bytes: 256 << 20,
+            memory_bytes: 24 << 20,
             disk: None,
             max_get_bytes: 8 << 20,
             readahead_initial: 1 << 20,
             readahead_max: 64 << 20,
-            inflight_bytes: 64 << 20,
+            inflight_bytes: 24 << 20,
             read_timeout: Duration::from_secs(20),
             expected_block_size: 0,
         }
@@ -252,14 +276,22 @@ impl Cache {
             None => self.index_with_first_blocks(object, offset, end).await?,
         };
         let block = u64::from(index.block_size);
-        let decision = readahead.lock().unwrap_or_else(|p| p.into_inner()).on_read(
-            offset,
-            end,
-            object.size,
-            self.config.readahead_initial,
-            self.config.readahead_max,
-        );
-        let hydrate = object.size <= self.config.memory_bytes / 2
+        let (decision, at_random) = {
+            let mut readahead = readahead.lock().unwrap_or_else(|p| p.into_inner());
+            let decision = readahead.on_read(
+                offset,
+                end,
+                object.size,
+                self.config.readahead_initial,
+                self.config.readahead_max,
+            );
+            (decision, readahead.reads_at_random())
+        };
+        let room = self
+            .config
+            .memory_bytes
+            .max(self.disk.as_ref().map_or(0, DiskCache::capacity));
+        let hydrate = object.size <= room / 2
             && readahead
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -281,7 +313,12 @@ impl Cache {
             }
         }
         let blocks = self
-            .blocks(object, &index, offset / block..end.div_ceil(block))
+            .blocks(
+                object,
+                &index,
+                offset / block..end.div_ceil(block),
+                Keep::for_reader(at_random),
+            )
             .await?;
         if let [(i, data)] = blocks.as_slice() {
             // Within one block: a view of the cached bytes, no copy.
@@ -308,7 +345,11 @@ impl Cache {
             let per_get = (this.config.max_get_bytes / block).max(1);
             let runs = this.missing_runs(&object, 0..object.size.div_ceil(block), per_get);
             let gets = Arc::new(Semaphore::new(HYDRATE_GETS));
-            for run in runs {
+            // A run may have been claimed in part since it was found missing (a reader's own
+            // fetch, read-ahead): each claim takes the next stretch nobody holds, until none is
+            // left in the run.
+            let mut pending: std::collections::VecDeque<Range<u64>> = runs.into();
+            while let Some(run) = pending.pop_front() {
                 let Ok(slot) = Arc::clone(&gets).acquire_owned().await else {
                     return;
                 };
@@ -318,14 +359,20 @@ impl Cache {
                 let Ok(permit) = Arc::clone(&this.budget).acquire_many_owned(units).await else {
                     return;
                 };
-                let flights = this.claim(&object, run);
-                if flights.senders.is_empty() {
+                let flights = this.claim(&object, run.clone());
+                let Some((last, _)) = flights.senders.last() else {
                     continue;
+                };
+                if last.index + 1 < run.end {
+                    pending.push_front(last.index + 1..run.end);
                 }
                 let (this, object, index) = (Arc::clone(&this), object.clone(), Arc::clone(&index));
                 tokio::spawn(async move {
                     let _held = (slot, permit);
-                    if let Err(e) = this.fetch_claimed(&object, &index, flights).await {
+                    if let Err(e) = this
+                        .fetch_claimed(&object, &index, flights, Keep::OnDisk)
+                        .await
+                    {
                         warn!(object = %object.data_key, error = %e, "fetching a segment read at random failed");
                     }
                 });
@@ -491,6 +538,7 @@ impl Cache {
         object: &RemoteObject,
         index: &Arc<IndexObject>,
         range: Range<u64>,
+        keep: Keep,
     ) -> Result<Vec<(u64, Bytes)>, CacheError> {
         let mut fetched: HashMap<u64, Bytes> = HashMap::new();
         let mut out = Vec::with_capacity((range.end - range.start) as usize);
@@ -561,7 +609,7 @@ impl Cache {
                     .unwrap_or_else(|p| p.into_inner())
                     .bytes();
                 self.update_memory_gauge(cached);
-                fetched = self.fetch_run(object, index, i..run_end).await?;
+                fetched = self.fetch_run(object, index, i..run_end, keep).await?;
                 drop(permit);
                 if !fetched.contains_key(&i) {
                     // Someone else started fetching it in the meantime; wait for them.
@@ -626,9 +674,10 @@ impl Cache {
         object: &RemoteObject,
         index: &IndexObject,
         range: Range<u64>,
+        keep: Keep,
     ) -> Result<HashMap<u64, Bytes>, CacheError> {
         let flights = self.claim(object, range);
-        self.fetch_claimed(object, index, flights).await
+        self.fetch_claimed(object, index, flights, keep).await
     }
 
     /// Claims the first run of consecutive blocks of `range` that nobody holds or fetches
@@ -668,6 +717,7 @@ impl Cache {
         object: &RemoteObject,
         index: &IndexObject,
         mut flights: Flights,
+        keep: Keep,
     ) -> Result<HashMap<u64, Bytes>, CacheError> {
         let block = u64::from(index.block_size);
         let Some(first) = flights.senders.first().map(|(k, _)| k.index) else {
@@ -696,7 +746,7 @@ impl Cache {
             let verdict = if index.block_crcs.get(key.index as usize)
                 == Some(&crc32c::crc32c(&piece))
             {
-                self.remember(key.clone(), piece.clone(), true);
+                self.remember(key.clone(), piece.clone(), keep == Keep::OnDisk);
                 fetched.insert(key.index, piece.clone());
                 Ok(piece)
             } else {
@@ -838,7 +888,10 @@ impl Cache {
                     .unwrap_or_else(|p| p.into_inner())
                     .bytes();
                 this.update_memory_gauge(cached);
-                if let Err(e) = this.fetch_claimed(&object, &index, flights).await {
+                if let Err(e) = this
+                    .fetch_claimed(&object, &index, flights, Keep::InMemory)
+                    .await
+                {
                     warn!(object = %object.data_key, block = start, error = %e, "read-ahead fetch failed");
                 }
             });

@@ -22,9 +22,11 @@
 //! and its first window of blocks, within the same budget, so that `cat topic/*` finds them
 //! coming when it opens the next file (Kafka's KIP-1003 proposes the same for tiered topics).
 //!
-//! At random: a reader whose reads keep jumping (three that did not follow the one before)
-//! has its whole segment fetched in the background by parallel ranged GETs, as s3fs does, when
-//! the segment fits in half the memory cache; each fetch waits for room in the same budget.
+//! At random: a reader whose reads keep jumping (three that did not follow the one before, and
+//! more of those than reads that did: the kernel's concurrent read-ahead makes a scan jump now
+//! and then) has its whole segment fetched in the background by parallel ranged GETs, as s3fs
+//! does, when the segment fits in half the memory cache or half the disk cache; each fetch
+//! waits for room in the same budget.
 //! Reads then find their blocks cached or on their way instead of each waiting for a GET.
 
 #[derive(Debug, Clone)]
@@ -35,8 +37,9 @@ pub struct ReadAhead {
     /// window reaches the end of this one has its index and first blocks fetched (once).
     following: Option<super::RemoteObject>,
     crossed: bool,
-    /// Reads that did not follow the one before.
+    /// Reads that did not follow the one before, and reads that did.
     random: u32,
+    followed: u32,
     hydrated: bool,
 }
 
@@ -63,14 +66,23 @@ impl ReadAhead {
             following: None,
             crossed: false,
             random: 0,
+            followed: 0,
             hydrated: false,
         }
     }
 
+    /// Whether more of the reader's reads jumped than followed the one before. (The kernel
+    /// sends a sequential reader's read-ahead as concurrent reads, which may arrive out of
+    /// order: a scan has a few jumps, but far more reads that follow.)
+    pub fn reads_at_random(&self) -> bool {
+        self.random > self.followed
+    }
+
     /// Whether the reader reads at random enough (`after` reads that did not follow the one
-    /// before) for its whole segment to be fetched; true once.
+    /// before, and more of those than reads that did) for its whole segment to be fetched;
+    /// true once.
     pub fn hydrate(&mut self, after: u32) -> bool {
-        if self.hydrated || self.random < after {
+        if self.hydrated || self.random < after || !self.reads_at_random() {
             return false;
         }
         self.hydrated = true;
@@ -110,6 +122,7 @@ impl ReadAhead {
         };
         let mut reset = false;
         if sequential {
+            self.followed = self.followed.saturating_add(1);
             self.window = if self.window == 0 {
                 initial.min(max)
             } else {
@@ -155,6 +168,33 @@ mod tests {
         assert!(d.reset && d.ahead.is_none());
         let d = ra.on_read(101 * MIB, 102 * MIB, size, MIB, 8 * MIB);
         assert_eq!(d.ahead, Some((102 * MIB, 103 * MIB)), "starts small again");
+    }
+
+    #[test]
+    fn a_scan_whose_reads_arrive_out_of_order_is_not_read_at_random() {
+        let mut ra = ReadAhead::new();
+        let size = 1 << 30;
+        let k = 128 << 10;
+        // The kernel's concurrent read-ahead: now and then two reads swap places.
+        for i in 0..64u64 {
+            let at = match i % 8 {
+                3 => 4 * k,
+                4 => 3 * k,
+                _ => (i % 8) * k,
+            } + (i / 8) * 8 * k;
+            ra.on_read(at, at + k, size, MIB, 8 * MIB);
+        }
+        assert!(ra.random >= 3, "the swaps count as jumps");
+        assert!(!ra.reads_at_random());
+        assert!(!ra.hydrate(3), "a scan is not fetched whole");
+        // A reader that keeps jumping is.
+        let mut jumpy = ReadAhead::new();
+        for at in [50 * MIB, 3 * MIB, 90 * MIB, 7 * MIB] {
+            jumpy.on_read(at, at + 4096, size, MIB, 8 * MIB);
+        }
+        assert!(jumpy.reads_at_random());
+        assert!(jumpy.hydrate(3));
+        assert!(!jumpy.hydrate(3), "once");
     }
 
     #[test]

@@ -373,10 +373,22 @@ async fn the_disk_cache_serves_a_fresh_cache_when_the_store_is_down() {
     let mut cfg = config();
     cfg.disk = Some((dir.path().to_path_buf(), 1 << 20));
     let first = cache(&store, cfg.clone());
-    first
-        .read(&obj, &Mutex::new(ReadAhead::new()), 0, data.len() as u64)
-        .await
-        .unwrap();
+    // Read at random: these blocks go to disk (a scan's would stay in memory).
+    let random = Mutex::new(ReadAhead::new());
+    for i in [5u64, 1, 3, 0, 4, 2] {
+        first
+            .read(&obj, &random, i * BLOCK as u64, BLOCK as u64)
+            .await
+            .unwrap();
+    }
+    // Its reads jumped enough to start fetching the segment whole: let that finish (it holds
+    // the cache, and with it the disk cache's lock) before a second cache opens the directory.
+    for _ in 0..200 {
+        if Arc::strong_count(&first) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     drop(first);
     let second = cache(&store, cfg);
     second.index(&obj).await.unwrap(); // the index object is small and fetched first
@@ -387,6 +399,36 @@ async fn the_disk_cache_serves_a_fresh_cache_when_the_store_is_down() {
         .unwrap();
     assert_eq!(&got[..], &data[..]);
     assert!(second.metrics.disk_cache_hits.get() >= 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_keeps_its_blocks_in_memory_and_out_of_the_disk_cache() {
+    let store = Arc::new(MemoryStore::default());
+    let (obj, data) = object(&store, "s.seg", 6 * BLOCK);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.disk = Some((dir.path().to_path_buf(), 1 << 20));
+    let cache = cache(&store, cfg);
+    let scan = Mutex::new(ReadAhead::new());
+    for i in 0..6u64 {
+        let got = cache
+            .read(&obj, &scan, i * BLOCK as u64, BLOCK as u64)
+            .await
+            .unwrap();
+        assert_eq!(
+            &got[..],
+            &data[i as usize * BLOCK..(i as usize + 1) * BLOCK]
+        );
+    }
+    assert_eq!(
+        cache.metrics.disk_cache_bytes.get(),
+        0,
+        "a scan filled the disk cache"
+    );
+    assert!(
+        cache.metrics.cache_bytes.get() > 0,
+        "its blocks are in memory"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
