@@ -312,6 +312,9 @@ impl Cache {
                 self.start_next_segment(next);
             }
         }
+        if let Some(bytes) = self.read_from_disk(object, block, offset, end) {
+            return Ok(bytes);
+        }
         let blocks = self
             .blocks(
                 object,
@@ -639,9 +642,43 @@ impl Cache {
             disk.remove(key);
             return None;
         }
+        disk.mark_verified(key);
         self.metrics.disk_cache_hits.inc();
         self.remember(key.clone(), data.clone(), false);
         Some(data)
+    }
+
+    /// `[offset, end)` when it lies in one block that is not in memory but on disk and verified
+    /// in this session: just those bytes, read from the block's file (a random reader of a
+    /// segment fetched whole to disk pays a small pread, not a block read and its checksums).
+    fn read_from_disk(
+        &self,
+        object: &RemoteObject,
+        block: u64,
+        offset: u64,
+        end: u64,
+    ) -> Option<Bytes> {
+        let disk = self.disk.as_ref()?;
+        let i = offset / block;
+        if (end - 1) / block != i {
+            return None;
+        }
+        let key = BlockKey {
+            object: Arc::clone(&object.data_key),
+            index: i,
+        };
+        if self
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            return None;
+        }
+        let range = (offset - i * block) as usize..(end - i * block) as usize;
+        let bytes = tokio::task::block_in_place(|| disk.read_verified(&key, range))?;
+        self.metrics.disk_cache_hits.inc();
+        Some(bytes)
     }
 
     fn remember(&self, key: BlockKey, data: Bytes, to_disk: bool) {
