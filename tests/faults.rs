@@ -34,6 +34,7 @@ fn reads_under_faults_are_exact_or_eio_within_the_timeout() {
         &unique_prefix("readfaults"),
         "managedLedgerMaxEntriesPerLedger=16\nmanagedLedgerOffloadDeletionLagMs=0\n",
     );
+    // No disk cache: every fresh mount must read through the proxy.
     let flags = [
         "--read-timeout",
         "4s",
@@ -41,6 +42,7 @@ fn reads_under_faults_are_exact_or_eio_within_the_timeout() {
         "2M",
         "--readahead-budget",
         "2M",
+        "--no-disk-cache",
     ];
     let mut m = TestMount::start_with(&config, &[], &flags);
     let topic = m.topic("t/ns/faulty");

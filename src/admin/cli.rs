@@ -140,6 +140,7 @@ mod tests {
             size,
             offloaded: false,
             under_replicated: false,
+            offload_failure: None,
         };
         let mut stats = InternalStats::from(&crate::log::TopicSnapshot {
             sealed: vec![],

@@ -23,6 +23,9 @@ pub struct LedgerInfo {
     pub size: i64,
     pub offloaded: bool,
     pub under_replicated: bool,
+    /// tierfs: why the segment's offload is failing, while it is (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload_failure: Option<crate::offload::backoff::Failure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +83,7 @@ impl From<&TopicSnapshot> for InternalStats {
                 size: s.size as i64,
                 offloaded: s.offloaded(),
                 under_replicated: false,
+                offload_failure: None,
             })
             .collect();
         ledgers.push(LedgerInfo {
@@ -88,6 +92,7 @@ impl From<&TopicSnapshot> for InternalStats {
             size: snap.active.size as i64,
             offloaded: false,
             under_replicated: false,
+            offload_failure: None,
         });
         let last_confirmed_entry = if snap.active.entries > 0 {
             format!("{}:{}", snap.active.id, snap.active.entries - 1)
@@ -117,7 +122,20 @@ impl From<&TopicSnapshot> for InternalStats {
                 size: -1,
                 offloaded: false,
                 under_replicated: false,
+                offload_failure: None,
             },
+        }
+    }
+}
+
+impl InternalStats {
+    /// Marks the ledgers whose offload is failing with why, and when it is tried again.
+    pub fn note_offload_failures(
+        &mut self,
+        failures: &std::collections::HashMap<u64, crate::offload::backoff::Failure>,
+    ) {
+        for ledger in &mut self.ledgers {
+            ledger.offload_failure = failures.get(&(ledger.ledger_id as u64)).cloned();
         }
     }
 }

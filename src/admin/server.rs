@@ -343,12 +343,14 @@ async fn delete_topic(
 }
 
 async fn internal_stats(
-    State(log): State<Arc<LocalLog>>,
+    State(state): State<AdminState>,
     Path((tenant, namespace, topic)): Path<(String, String, String)>,
 ) -> ApiResult<InternalStats> {
     let name = TopicName::new(&tenant, &namespace, &topic)?;
-    let snapshot = log.topic(&name)?.snapshot();
-    Ok(Json(InternalStats::from(&snapshot)))
+    let snapshot = state.log.topic(&name)?.snapshot();
+    let mut stats = InternalStats::from(&snapshot);
+    stats.note_offload_failures(&state.offloader.failing_segments(&name));
+    Ok(Json(stats))
 }
 
 async fn seal(

@@ -99,8 +99,8 @@ pub enum Change {
         topic: String,
         segment: SegmentEntry,
     },
-    /// A segment left the bucket (retention, deletion): readers stop showing it at once; its
-    /// objects are removed after this is committed.
+    /// A segment left the bucket: readers stop showing it at once; its objects are removed after
+    /// this is committed. (The format has it; no command of this version deletes a segment.)
     SegmentDeleted { topic: String, id: u64 },
     /// A namespace's offload policies; `null` when they were removed.
     Policy {

@@ -74,7 +74,7 @@ pub struct Owner {
 
 impl Owner {
     pub fn current() -> Self {
-        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        // SAFETY: geteuid/getegid cannot fail and touch no memory.
         unsafe {
             Self {
                 uid: libc::geteuid(),

@@ -499,7 +499,7 @@ impl TierFs {
         .map_err(FsError::log(path))
     }
 
-    /// `unlink`: segments leave the mount only through tierfs's own retention, never by hand.
+    /// `unlink`: always EPERM; a topic's segments and `active` are never deleted by hand.
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
         let parent = self.node(parent)?;
         let name = utf8(&parent, name)?;

@@ -95,8 +95,11 @@ impl ActiveSegment {
         })
     }
 
-    /// Opens segment `id` after a restart or crash: keeps every entry whose index record is
-    /// intact and whose bytes match it, and cuts the torn tail that follows.
+    /// Opens segment `id` after a restart or crash. Every entry's bytes are checked against the
+    /// CRC32C of its index record (an active segment is bounded by the rollover size). Entries
+    /// that fail from some point to the end are a torn tail (writes a power loss cut short) and
+    /// are cut; an entry that fails with an intact one after it is not, and the segment is
+    /// refused, naming it: tierfs never drops entries from the middle of a log.
     pub fn recover(
         dir: &Path,
         id: u64,
@@ -104,6 +107,7 @@ impl ActiveSegment {
     ) -> Result<(Self, RecoveryReport), LogError> {
         let data_path = dir.join(data_file_name(id));
         let index_path = dir.join(index_file_name(id));
+        make_writable(&data_path)?;
         let data = open_rw(&data_path, false)?;
         let data_len = data.metadata().map_err(io_error(&data_path, "stat"))?.len();
         let mut index_bytes = Vec::new();
@@ -159,15 +163,8 @@ impl ActiveSegment {
             })?;
         let stored_records = body.len().div_ceil(RECORD_LEN as usize) as u64;
         records.retain(|r| r.end <= data_len);
-        while let Some(last) = records.last() {
-            let start = records.len().checked_sub(2).map_or(0, |i| records[i].end);
-            let mut entry = vec![0u8; (last.end - start) as usize];
-            data.read_exact_at(&mut entry, start)
-                .map_err(io_error(&data_path, "read last entry"))?;
-            if crc32c::crc32c(&entry) == last.crc {
-                break;
-            }
-            records.pop();
+        if let Some(torn) = first_of_torn_tail(&data, &data_path, &records)? {
+            records.truncate(torn);
         }
         let size = records.last().map_or(0, |r| r.end);
         report.dropped_records = stored_records - records.len() as u64;
@@ -297,6 +294,59 @@ pub fn read_index(
     Ok(records)
 }
 
+/// A crash while sealing can leave the still-active data file read-only (sealing makes it so
+/// before the manifest names the next segment): give its owner write permission back, which
+/// needs no privilege, rather than rely on root to open a read-only file for writing.
+fn make_writable(path: &Path) -> Result<(), LogError> {
+    let mode = match std::fs::metadata(path) {
+        Ok(meta) => meta.permissions().mode(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(path, "stat")(e)),
+    };
+    if mode & 0o200 == 0 {
+        tracing::warn!(path = %path.display(), "the active segment was left read-only by an interrupted seal; making it writable again");
+        std::fs::set_permissions(path, Permissions::from_mode(0o644))
+            .map_err(io_error(path, "make writable"))?;
+    }
+    Ok(())
+}
+
+/// Checks every entry of `records` against the bytes of `data`: `Some(k)` when entries `k..`
+/// all fail (a torn tail to cut), `None` when all match; an error naming the first failing
+/// entry when an intact one follows it.
+fn first_of_torn_tail(
+    data: &File,
+    path: &Path,
+    records: &[IndexRecord],
+) -> Result<Option<usize>, LogError> {
+    let mut first_bad = None;
+    let mut entry = Vec::new();
+    let mut start = 0;
+    for (k, record) in records.iter().enumerate() {
+        entry.resize((record.end - start) as usize, 0);
+        data.read_exact_at(&mut entry, start)
+            .map_err(io_error(path, "read entry"))?;
+        let intact = crc32c::crc32c(&entry) == record.crc;
+        match (intact, first_bad) {
+            (false, None) => first_bad = Some((k, start)),
+            (true, Some((bad, at))) => {
+                return Err(LogError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "entry {bad} (bytes {at}..) does not match the CRC32C of its index \
+                         record, yet entry {k} after it does: not a torn tail, and tierfs will \
+                         not drop entries from the middle of the log. Keep a copy of the \
+                         segment and its index, and restore entry {bad} from a backup"
+                    ),
+                });
+            }
+            _ => {}
+        }
+        start = record.end;
+    }
+    Ok(first_bad.map(|(k, _)| k))
+}
+
 fn open_rw(path: &Path, create: bool) -> Result<File, LogError> {
     OpenOptions::new()
         .read(true)
@@ -409,6 +459,51 @@ mod tests {
             std::fs::read(dir.path().join(data_file_name(1))).unwrap(),
             b"firstsecondthird"
         );
+    }
+
+    #[test]
+    fn an_earlier_entry_with_stale_bytes_is_refused_naming_it_and_a_torn_run_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = ActiveSegment::create(dir.path(), 1, now()).unwrap();
+        for entry in [&b"zero"[..], b"one", b"two", b"three", b"four"] {
+            seg.append(entry, now()).unwrap();
+        }
+        drop(seg);
+        let data_path = dir.path().join(data_file_name(1));
+        let data = OpenOptions::new().write(true).open(&data_path).unwrap();
+        // A power loss kept entry 1's record but not its bytes; entries after it are intact.
+        data.write_all_at(b"\0", 4).unwrap();
+        let err = ActiveSegment::recover(dir.path(), 1, now()).unwrap_err();
+        assert!(err.to_string().contains("entry 1 (bytes 4..)"), "{err}");
+        assert_eq!(
+            std::fs::read(&data_path).unwrap(),
+            b"zero\0netwothreefour",
+            "refused, not repaired"
+        );
+        // Entries 1 to 4 all stale: a torn tail, cut.
+        data.write_all_at(&[0u8; 12], 7).unwrap();
+        let (seg, report) = ActiveSegment::recover(dir.path(), 1, now()).unwrap();
+        assert_eq!((seg.entries(), seg.size()), (1, 4));
+        assert_eq!(report.dropped_records, 4);
+        assert_eq!(std::fs::read(&data_path).unwrap(), b"zero");
+    }
+
+    #[test]
+    fn an_active_segment_left_read_only_by_an_interrupted_seal_is_writable_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = ActiveSegment::create(dir.path(), 3, now()).unwrap();
+        seg.append(b"kept", now()).unwrap();
+        seg.seal().unwrap(); // then a crash, before the manifest names segment 4
+        drop(seg);
+        let path = dir.path().join(data_file_name(3));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o444);
+        let (mut seg, report) = ActiveSegment::recover(dir.path(), 3, now()).unwrap();
+        assert!(report.is_clean());
+        // As root the open would succeed anyway; the mode is what lets any other owner in.
+        assert_eq!(mode(&path), 0o644);
+        seg.append(b" and more", now()).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept and more");
     }
 
     #[test]

@@ -122,10 +122,13 @@ impl Topic {
         now: SystemTime,
     ) -> Result<Self, LogError> {
         let dir = namespace_dir.join(&name.topic);
-        let staging = namespace_dir.join(format!("{CREATING_PREFIX}{}", name.topic));
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(io_error(&staging, "remove"))?;
-        }
+        // The staging name does not grow with the topic's: a name of the longest length (255
+        // bytes) must fit in a directory entry while it is created too. Stale staging
+        // directories (a creation a crash interrupted) are removed when the log is opened.
+        let staging = namespace_dir.join(format!(
+            "{CREATING_PREFIX}{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::create_dir(&staging).map_err(io_error(&staging, "create"))?;
         let mut manifest = Manifest::new(name.to_string(), now);
         if let Some(newest) = sealed.iter().map(|s| s.id).max() {
@@ -574,6 +577,18 @@ mod tests {
     fn topic(dir: &Path, max_entries: u64) -> Topic {
         let name = TopicName::new("t", "ns", "x").unwrap();
         Topic::create(dir, name, policy(max_entries), SystemTime::now()).unwrap()
+    }
+
+    #[test]
+    fn a_topic_name_of_the_longest_length_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "t".repeat(crate::name::MAX_NAME_LEN);
+        let name = TopicName::new("t", "ns", &long).unwrap();
+        let t = Topic::create(dir.path(), name, policy(10), SystemTime::now()).unwrap();
+        t.append(b"x", AppendAt::Tail, SystemTime::now()).unwrap();
+        assert!(dir.path().join(&long).is_dir());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no staging directory is left behind");
     }
 
     #[test]

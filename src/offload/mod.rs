@@ -3,6 +3,7 @@
 //! storage does. `attempt.rs` says how one segment's offload is made crash-safe.
 
 mod attempt;
+pub mod backoff;
 mod index_object;
 mod layout;
 mod policy;

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use tracing::{error, info, warn};
 
 use super::OffloadError;
+use super::backoff::{Failure, Failures};
 use super::layout::Layout;
 use super::policy::{Policies, pick_before, pick_for_offload};
 use super::recovery::has_unsettled;
@@ -40,6 +41,8 @@ pub struct Offloader {
     pub(super) layout: Layout,
     pub(super) policies: Policies,
     progress: Mutex<HashMap<TopicName, Arc<Progress>>>,
+    /// Segments whose offload failed, and when automatic offload may try them again.
+    failures: Failures,
     /// Set once the refusal to offload (another writer) has been logged.
     fenced_logged: AtomicBool,
     /// The prefix's writer lease, once held; offloads wait for it.
@@ -102,6 +105,7 @@ impl Offloader {
             config,
             policies,
             progress: Mutex::new(HashMap::new()),
+            failures: Failures::default(),
             fenced_logged: AtomicBool::new(false),
             lease: tokio::sync::OnceCell::new(),
             lease_settings,
@@ -294,6 +298,11 @@ impl Offloader {
         self.progress(topic).snapshot()
     }
 
+    /// The topic's segments whose offload is failing, by id (for `stats-internal`).
+    pub fn failing_segments(&self, topic: &TopicName) -> HashMap<u64, Failure> {
+        self.failures.of_topic(topic)
+    }
+
     /// Automatic offload: called whenever a segment of `topic` seals, and periodically.
     pub fn evaluate(self: &Arc<Self>, topic: &TopicName) {
         let Ok(handle) = self.log.topic(topic) else {
@@ -314,12 +323,15 @@ impl Offloader {
             return;
         }
         let sealed = handle.snapshot().sealed;
-        let ids = pick_for_offload(
+        let now = now_ms();
+        let mut ids = pick_for_offload(
             &sealed,
             policy.threshold_bytes,
             policy.threshold_seconds,
-            now_ms(),
+            now,
         );
+        // A failing segment waits for its retry time; the segments after it do not wait.
+        ids.retain(|id| self.failures.due(topic, *id, now));
         if ids.is_empty() {
             return;
         }
@@ -338,6 +350,10 @@ impl Offloader {
         let handle = self.log.topic(topic)?;
         let ids = pick_before(&handle.snapshot().sealed, ledger);
         info!(topic = %topic, before = ledger, segments = ?ids, "offload requested");
+        // Asked for by hand: failing segments are tried at once, their backoff started afresh.
+        for id in &ids {
+            self.failures.clear(topic, *id);
+        }
         self.start(handle, ids)
     }
 
@@ -385,6 +401,7 @@ impl Offloader {
                 }
             }
             let uploaded = Arc::new(AtomicU64::new(0));
+            let mut failed: Vec<(u64, Failure)> = Vec::new();
             for id in ids {
                 let watcher = Arc::clone(&uploaded);
                 let report = Arc::clone(&progress);
@@ -401,13 +418,23 @@ impl Offloader {
                 progress
                     .uploaded
                     .store(uploaded.load(Ordering::Relaxed), Ordering::Relaxed);
-                if let Err(e) = result {
-                    error!(topic = %topic.name(), segment = id, error = %e, "offload failed");
-                    progress.fail(e.to_string());
-                    return;
+                match result {
+                    Ok(()) => this.failures.clear(topic.name(), id),
+                    Err(e) => {
+                        let failure =
+                            this.failures
+                                .record(topic.name(), id, &e.to_string(), now_ms());
+                        let retry_in = failure.retry_at_ms.saturating_sub(now_ms()) / 1000;
+                        error!(topic = %topic.name(), segment = id, attempts = failure.attempts, retry_in_s = retry_in, error = %e, "offload failed; the segment waits before it is tried again, the segments after it go on");
+                        failed.push((id, failure));
+                    }
                 }
             }
-            progress.succeed(first_unoffloaded(&topic));
+            if failed.is_empty() {
+                progress.succeed(first_unoffloaded(&topic));
+            } else {
+                progress.fail(describe_failures(&failed, now_ms()));
+            }
         });
         Ok(())
     }
@@ -505,6 +532,23 @@ impl Offloader {
             .values()
             .any(|p| p.is_running())
     }
+}
+
+/// `lastError` of a run in which segments failed: each, with its error and when automatic
+/// offload tries it again.
+fn describe_failures(failed: &[(u64, Failure)], now_ms: u64) -> String {
+    failed
+        .iter()
+        .map(|(id, f)| {
+            format!(
+                "segment {id}: {} (failed {} time(s) in a row; automatic offload tries it again in {} s)",
+                f.last_error,
+                f.attempts,
+                f.retry_at_ms.saturating_sub(now_ms).div_ceil(1000)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Pulsar reports the first message not offloaded: entry 0 of the oldest segment still only

@@ -214,3 +214,63 @@ async fn the_buckets_policies_are_adopted_and_local_ones_recorded() {
         Some(5)
     );
 }
+
+async fn settled(o: &Offloader, topic: &TopicName) -> OffloadStatus {
+    for _ in 0..500 {
+        let status = o.status(topic);
+        if status.status != State::Running {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the offload of {topic} did not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_segment_backs_off_and_does_not_hold_up_the_ones_after_it() {
+    let mut f = fixture();
+    f.config.auto_threshold_bytes = 0; // automatic offload of every sealed segment
+    // Segment 1's bytes no longer match the CRC32C the manifest records for it.
+    let path = f.topic.sealed_data_path(1);
+    let good = std::fs::read(&path).unwrap();
+    let writable = |path: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    };
+    writable(&path);
+    let mut bad = good.clone();
+    bad[100] ^= 0xff;
+    std::fs::write(&path, &bad).unwrap();
+    let o = offloader(&f);
+    o.recover().await;
+    o.evaluate(f.topic.name());
+    let status = settled(&o, f.topic.name()).await;
+    assert_eq!(status.status, State::Error);
+    assert!(
+        status.last_error.starts_with("segment 1: ")
+            && status
+                .last_error
+                .contains("failed 1 time(s) in a row; automatic offload tries it again in 15 s"),
+        "{}",
+        status.last_error
+    );
+    let sealed = f.topic.snapshot().sealed;
+    assert!(!sealed[0].offloaded(), "segment 1 cannot be offloaded");
+    assert!(
+        sealed[1].offloaded(),
+        "segment 2 after it is offloaded all the same"
+    );
+    let failing = o.failing_segments(f.topic.name());
+    assert_eq!(failing.keys().copied().collect::<Vec<_>>(), [1]);
+    assert_eq!(failing[&1].attempts, 1);
+    // Automatic offload leaves it alone until its retry time.
+    o.evaluate(f.topic.name());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(o.status(f.topic.name()), status, "tried again before 15 s");
+    // Mended, and offloaded by hand: tried at once, and its failures are forgotten.
+    std::fs::write(&path, &good).unwrap();
+    o.offload_before(f.topic.name(), 3).unwrap();
+    assert_eq!(settled(&o, f.topic.name()).await.status, State::Success);
+    assert!(f.topic.snapshot().sealed[0].offloaded());
+    assert!(o.failing_segments(f.topic.name()).is_empty());
+}

@@ -79,7 +79,7 @@ impl DirStore {
     ) -> Result<(), StoreError> {
         let target = self.path(key)?;
         let parent = target.parent().expect("keys have a parent: the root");
-        fs::create_dir_all(parent).map_err(|e| io(key, e))?;
+        let created = create_dirs(parent).map_err(|e| io(key, e))?;
         let tmp = parent.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4()));
         let result = (|| {
             let mut file = File::create(&tmp).map_err(|e| io(key, e))?;
@@ -88,11 +88,15 @@ impl DirStore {
             }
             file.sync_all().map_err(|e| io(key, e))?;
             fs::rename(&tmp, &target).map_err(|e| io(key, e))?;
-            // The rename (and any new parent directory) must survive a power loss too: the
-            // local manifest will soon say this object is the segment's only copy.
-            fs::File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io(key, e))
+            // The rename, and every directory created for it, must survive a power loss too:
+            // the local manifest will soon say this object is the segment's only copy. So the
+            // parent is synced, and so is the directory holding each one created.
+            sync_dir(parent).map_err(|e| io(key, e))?;
+            for dir in &created {
+                let holder = dir.parent().expect("a created directory has a parent");
+                sync_dir(holder).map_err(|e| io(key, e))?;
+            }
+            Ok(())
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -357,9 +361,41 @@ impl ObjectStore for DirStore {
     }
 }
 
+/// Creates `dir` and the ancestors it lacks; returns the directories created, deepest first.
+fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at.to_path_buf());
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    fs::create_dir_all(dir)?;
+    Ok(missing)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_directories_created_for_an_object_are_named_deepest_first() {
+        let root = tempfile::tempdir().unwrap();
+        let deep = root.path().join("a/b/c");
+        let created = create_dirs(&deep).unwrap();
+        assert_eq!(
+            created,
+            [deep.clone(), root.path().join("a/b"), root.path().join("a")]
+        );
+        assert!(deep.is_dir());
+        assert!(create_dirs(&deep).unwrap().is_empty(), "nothing new");
+    }
 
     #[tokio::test]
     async fn objects_ranges_listing_and_multipart() {
