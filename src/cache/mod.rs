@@ -283,7 +283,7 @@ impl Cache {
                 end,
                 object.size,
                 self.config.readahead_initial,
-                self.config.readahead_max,
+                self.readahead_max(block),
             );
             (decision, readahead.reads_at_random())
         };
@@ -336,6 +336,19 @@ impl Cache {
             out.extend_from_slice(&data[from as usize..to as usize]);
         }
         Ok(out.freeze())
+    }
+
+    /// The largest read-ahead window: the configured one, but at most a quarter of the memory
+    /// cache (and at least a block). Blocks fetched ahead wait in the memory cache for their
+    /// reader, beside the blocks it read last; with a larger window some were evicted before
+    /// their reader came and fetched again (half the cache was not enough in
+    /// `read_ahead_never_runs_further_ahead_than_the_memory_cache_holds`; against `rclone serve
+    /// s3`, a 64 MiB window through a 24 MiB cache read at 140 MiB/s instead of ~400).
+    fn readahead_max(&self, block: u64) -> u64 {
+        self.config
+            .readahead_max
+            .min(self.config.memory_bytes / 4)
+            .max(block)
     }
 
     /// Fetches every block of a segment read at random that is neither cached nor in flight,

@@ -165,6 +165,36 @@ async fn read_ahead_covers_a_sequential_read_without_holes_or_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_ahead_never_runs_further_ahead_than_the_memory_cache_holds() {
+    let store = Arc::new(MemoryStore::default());
+    let blocks = 120;
+    let (obj, data) = object(&store, "small-cache.seg", blocks * BLOCK);
+    let mut cfg = config();
+    // A window that could grow to 64 blocks, through a cache of 8: blocks fetched further
+    // ahead than the cache holds would be evicted before their reader comes, and fetched again.
+    cfg.memory_bytes = 8 * BLOCK as u64;
+    cfg.readahead_max = 64 * BLOCK as u64;
+    cfg.inflight_bytes = 64 << 20;
+    let cache = cache(&store, cfg);
+    let ra = Mutex::new(ReadAhead::new());
+    let mut read = Vec::new();
+    for i in 0..blocks as u64 {
+        let got = cache
+            .read(&obj, &ra, i * BLOCK as u64, BLOCK as u64)
+            .await
+            .unwrap();
+        read.extend_from_slice(&got);
+    }
+    assert!(read == data);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        cache.metrics.get_bytes.get(),
+        data.len() as u64,
+        "blocks fetched ahead were evicted and fetched again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_read_fetches_its_block_beside_the_index_not_after_it() {
     for (guess, right) in [(BLOCK as u64, true), (2 * BLOCK as u64, false)] {
         let store = Arc::new(MemoryStore::default());
