@@ -175,7 +175,7 @@ pub struct Cache {
     store: Arc<dyn ObjectStore>,
     config: CacheConfig,
     memory: Mutex<MemoryCache>,
-    disk: Option<DiskCache>,
+    disk: Option<Arc<DiskCache>>,
     inflight: Mutex<HashMap<BlockKey, Flight>>,
     indexes: Mutex<LruCache<Arc<str>, IndexCell>>,
     budget: Arc<Semaphore>,
@@ -199,7 +199,7 @@ impl Cache {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let disk = config.disk.as_ref().and_then(|(dir, max)| match DiskCache::open(dir, *max) {
-            Ok(disk) => Some(disk),
+            Ok(disk) => Some(Arc::new(disk)),
             Err(e) => {
                 warn!(dir = %dir.display(), error = %e, "the disk cache directory is unusable; caching in memory only");
                 None
@@ -290,7 +290,7 @@ impl Cache {
         let room = self
             .config
             .memory_bytes
-            .max(self.disk.as_ref().map_or(0, DiskCache::capacity));
+            .max(self.disk.as_ref().map_or(0, |disk| disk.capacity()));
         let hydrate = object.size <= room / 2
             && readahead
                 .lock()
@@ -519,12 +519,7 @@ impl Cache {
                                 key: object.index_key.clone(),
                                 reason,
                             })?;
-                        if let Some(disk) = &self.disk
-                            && let Err(e) =
-                                tokio::task::block_in_place(|| disk.put(&disk_key, &bytes))
-                        {
-                            warn!(error = %e, "cannot write an index object to the disk cache");
-                        }
+                        self.write_to_disk(disk_key, bytes);
                         index
                     }
                 };
@@ -702,15 +697,25 @@ impl Cache {
         };
         self.metrics.cache_evictions.inc_by(evicted.blocks);
         self.update_memory_gauge(cached);
-        if to_disk && let Some(disk) = &self.disk {
-            match tokio::task::block_in_place(|| disk.put(&key, &data)) {
-                Ok(evicted) => {
-                    self.metrics.disk_cache_evictions.inc_by(evicted);
-                    self.metrics.disk_cache_bytes.set(disk.bytes() as i64);
-                }
-                Err(e) => warn!(error = %e, "cannot write a block to the disk cache"),
-            }
+        if to_disk {
+            self.write_to_disk(key, data);
         }
+    }
+
+    /// Writes a verified block to the disk cache in the background: off the path of the read
+    /// that fetched it (a file created and renamed costs milliseconds on some filesystems).
+    fn write_to_disk(&self, key: BlockKey, data: Bytes) {
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        let (disk, metrics) = (Arc::clone(disk), Arc::clone(&self.metrics));
+        tokio::task::spawn_blocking(move || match disk.put(&key, &data) {
+            Ok(evicted) => {
+                metrics.disk_cache_evictions.inc_by(evicted);
+                metrics.disk_cache_bytes.set(disk.bytes() as i64);
+            }
+            Err(e) => warn!(error = %e, "cannot write a block to the disk cache"),
+        });
     }
 
     /// Fetches the first run of consecutive blocks of `range` that nobody holds or fetches, as

@@ -413,8 +413,10 @@ async fn the_disk_cache_serves_a_fresh_cache_when_the_store_is_down() {
     }
     // Its reads jumped enough to start fetching the segment whole: let that finish (it holds
     // the cache, and with it the disk cache's lock) before a second cache opens the directory.
+    // So do the background writes to disk.
     for _ in 0..200 {
-        if Arc::strong_count(&first) == 1 {
+        let writes_done = first.disk.as_ref().map(Arc::strong_count) == Some(1);
+        if Arc::strong_count(&first) == 1 && writes_done {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -450,10 +452,11 @@ async fn a_scan_keeps_its_blocks_in_memory_and_out_of_the_disk_cache() {
             &data[i as usize * BLOCK..(i as usize + 1) * BLOCK]
         );
     }
-    assert_eq!(
-        cache.metrics.disk_cache_bytes.get(),
-        0,
-        "a scan filled the disk cache"
+    // The index object may be there (it is kept for remounts); no block is.
+    let on_disk = cache.metrics.disk_cache_bytes.get();
+    assert!(
+        on_disk < BLOCK as i64,
+        "a scan filled the disk cache: {on_disk} bytes"
     );
     assert!(
         cache.metrics.cache_bytes.get() > 0,
