@@ -126,6 +126,20 @@ async fn a_corrupted_object_is_an_error_never_wrong_bytes() {
     assert!(cache.metrics.checksum_failures.get() >= 1);
 }
 
+/// Reads an object's first `blocks` blocks in order, one read per block, as one reader.
+async fn read_block_by_block(cache: &Arc<Cache>, obj: &RemoteObject, blocks: u64) -> Vec<u8> {
+    let ra = Mutex::new(ReadAhead::new());
+    let mut read = Vec::new();
+    for i in 0..blocks {
+        let got = cache
+            .read(obj, &ra, i * BLOCK as u64, BLOCK as u64)
+            .await
+            .unwrap();
+        read.extend_from_slice(&got);
+    }
+    read
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_ahead_covers_a_sequential_read_without_holes_or_duplicates() {
     let store = Arc::new(MemoryStore::default());
@@ -139,15 +153,7 @@ async fn read_ahead_covers_a_sequential_read_without_holes_or_duplicates() {
     // test is about holes, not about read-ahead waiting for memory.
     cfg.inflight_bytes = 64 << 20;
     let cache = cache(&store, cfg);
-    let ra = Mutex::new(ReadAhead::new());
-    let mut read = Vec::new();
-    for i in 0..blocks as u64 {
-        let got = cache
-            .read(&obj, &ra, i * BLOCK as u64, BLOCK as u64)
-            .await
-            .unwrap();
-        read.extend_from_slice(&got);
-    }
+    let read = read_block_by_block(&cache, &obj, blocks as u64).await;
     assert!(read == data);
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Only the first read waits for a GET of its own; read-ahead fetched every other block,
@@ -176,15 +182,7 @@ async fn read_ahead_never_runs_further_ahead_than_the_memory_cache_holds() {
     cfg.readahead_max = 64 * BLOCK as u64;
     cfg.inflight_bytes = 64 << 20;
     let cache = cache(&store, cfg);
-    let ra = Mutex::new(ReadAhead::new());
-    let mut read = Vec::new();
-    for i in 0..blocks as u64 {
-        let got = cache
-            .read(&obj, &ra, i * BLOCK as u64, BLOCK as u64)
-            .await
-            .unwrap();
-        read.extend_from_slice(&got);
-    }
+    let read = read_block_by_block(&cache, &obj, blocks as u64).await;
     assert!(read == data);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
