@@ -22,12 +22,16 @@
 //! and its first window of blocks, within the same budget, so that `cat topic/*` finds them
 //! coming when it opens the next file (Kafka's KIP-1003 proposes the same for tiered topics).
 //!
-//! At random: a reader whose reads keep jumping (three that did not follow the one before, and
-//! more of those than reads that did: the kernel's concurrent read-ahead makes a scan jump now
-//! and then) has its whole segment fetched in the background by parallel ranged GETs, as s3fs
+//! At random: a reader whose reads keep jumping (three that landed further than four of their
+//! own lengths from where the one before ended, and more of those than reads that followed:
+//! the kernel's concurrent read-ahead makes a scan's reads arrive a little out of order) has its whole segment fetched in the background by parallel ranged GETs, as s3fs
 //! does, when the segment fits in half the memory cache or half the disk cache; each fetch
 //! waits for room in the same budget.
 //! Reads then find their blocks cached or on their way instead of each waiting for a GET.
+
+/// A read landing within this many of its own lengths of where the last one ended is not a
+/// jump of a reader at random (see [`ReadAhead::reads_at_random`]).
+const NEAR_READS: u64 = 4;
 
 #[derive(Debug, Clone)]
 pub struct ReadAhead {
@@ -131,7 +135,13 @@ impl ReadAhead {
         } else {
             reset = self.window > 0;
             self.window = 0;
-            self.random = self.random.saturating_add(1);
+            // A jump of a few reads' length is the kernel's concurrent read-ahead arriving
+            // out of order, not a reader at random: only a longer one counts as random.
+            let near = (end - offset).saturating_mul(NEAR_READS);
+            let far = self.next.unwrap_or(0).abs_diff(offset) > near;
+            if far {
+                self.random = self.random.saturating_add(1);
+            }
         }
         self.next = Some(end);
         let to = end.saturating_add(self.window).min(size);
@@ -184,7 +194,10 @@ mod tests {
             } + (i / 8) * 8 * k;
             ra.on_read(at, at + k, size, MIB, 8 * MIB);
         }
-        assert!(ra.random >= 3, "the swaps count as jumps");
+        assert_eq!(
+            ra.random, 0,
+            "a swap of neighbouring reads is not a jump at random"
+        );
         assert!(!ra.reads_at_random());
         assert!(!ra.hydrate(3), "a scan is not fetched whole");
         // A reader that keeps jumping is.
