@@ -225,6 +225,11 @@ impl DiskCache {
         }
     }
 
+    /// Whether the block is on disk and verified in this session (no file is touched).
+    pub fn is_verified(&self, key: &BlockKey) -> bool {
+        self.lock().verified.contains(&file_name(key))
+    }
+
     /// The block on disk was read whole and matched the index object's checksum.
     pub fn mark_verified(&self, key: &BlockKey) {
         let name = file_name(key);

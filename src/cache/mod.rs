@@ -683,6 +683,10 @@ impl Cache {
         {
             return None;
         }
+        // Most misses are blocks not on disk (a scan's): answered without leaving the runtime.
+        if !disk.is_verified(&key) {
+            return None;
+        }
         let range = (offset - i * block) as usize..(end - i * block) as usize;
         let bytes = tokio::task::block_in_place(|| disk.read_verified(&key, range))?;
         self.metrics.disk_cache_hits.inc();
