@@ -16,5 +16,7 @@ pub mod name;
 pub mod offload;
 pub mod pulsar;
 pub mod recover;
+#[cfg(test)]
+mod reftest;
 pub mod store;
 pub mod units;

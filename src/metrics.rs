@@ -30,6 +30,8 @@ pub struct Metrics {
     pub offload_bytes: Counter,
     pub offload_errors: Counter,
     pub offload_duration: Histogram,
+    pub segments_deleted: Counter,
+    pub deletion_errors: Counter,
     pub catalog_requests: Counter,
     pub catalog_refreshes: Counter,
     pub catalog_bytes_written: Counter,
@@ -68,6 +70,8 @@ impl Default for Metrics {
             offload_bytes: Counter::default(),
             offload_errors: Counter::default(),
             offload_duration: Histogram::new(exponential_buckets(0.05, 2.0, 14)),
+            segments_deleted: Counter::default(),
+            deletion_errors: Counter::default(),
             catalog_requests: Counter::default(),
             catalog_refreshes: Counter::default(),
             catalog_bytes_written: Counter::default(),
@@ -161,6 +165,16 @@ impl Default for Metrics {
             "offload_errors",
             "Segment offloads that failed",
             m.offload_errors.clone(),
+        );
+        registry.register(
+            "segments_deleted",
+            "Segments deleted everywhere (retention, truncate, topic deletion)",
+            m.segments_deleted.clone(),
+        );
+        registry.register(
+            "deletion_errors",
+            "Deletions that failed and wait to be retried",
+            m.deletion_errors.clone(),
         );
         registry.register(
             "offload_duration_seconds",

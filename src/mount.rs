@@ -148,7 +148,11 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
     let metrics = Arc::new(Metrics::default());
     let catalog = connect_catalog(&runtime, &config, &options.data_dir, &metrics)?;
     let lease = take_lease_at_start(&runtime, &catalog, &options)?;
-    let policies = Policies::load(&options.data_dir, &config.offload)?;
+    let policies = Policies::load(&options.data_dir, &config.offload)?
+        .with_default_retention(config.retention);
+    if let Some(retention) = config.retention {
+        info!(%retention, "default retention: sealed segments past it are deleted everywhere");
+    }
     let offloader = Offloader::new(
         Arc::clone(&log),
         Arc::clone(&catalog),
@@ -169,6 +173,7 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
         Some(remote_tier(&runtime, &catalog, &options, &config, &metrics)),
     ));
     let session = mount_fuse(&fs, &options)?;
+    offloader.attach_view(Arc::clone(&fs) as Arc<dyn crate::offload::MountView>);
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin = runtime.spawn(server::serve(
         listener,
@@ -644,6 +649,11 @@ fn mount_fuse(
     let notifier = session.notifier();
     fs.set_invalidator(Box::new(move |parent, name| {
         let _ = notifier.inval_entry(fuser::INodeNo(parent), std::ffi::OsStr::new(name));
+    }));
+    let notifier = session.notifier();
+    fs.set_attr_invalidator(Box::new(move |ino| {
+        // A negative offset drops the cached attributes only, not the cached pages.
+        let _ = notifier.inval_inode(fuser::INodeNo(ino), -1, 0);
     }));
     Ok(session)
 }

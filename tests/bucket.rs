@@ -113,6 +113,7 @@ fn read_only_mounts_show_the_bucket_and_follow_the_writer() {
         tierfs::catalog::Change::SegmentDeleted {
             topic: "t/ns/orders".into(),
             id: 1,
+            uuid: None,
         },
     );
     for reader in &readers {

@@ -11,7 +11,7 @@ use super::endpoint;
 use super::model::{InternalStats, SealedInfo};
 use crate::log::data_file_name;
 use crate::name::{NameKind, NamespaceName, TopicName, validate};
-use crate::offload::{MessageId, OffloadStatus, ScanReport, State};
+use crate::offload::{MessageId, OffloadStatus, RetentionPolicy, ScanReport, State};
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -97,6 +97,21 @@ pub enum NamespacesCommand {
     GetOffloadDeletionLag { namespace: String },
     /// Fall back to the broker's offload deletion lag
     ClearOffloadDeletionLag { namespace: String },
+    /// Bound every topic of the namespace by age and size: whole sealed segments go, oldest
+    /// first, everywhere (local copy, objects, the bucket's catalog)
+    SetRetention {
+        /// Retention size limit (e.g. 10M, 16G, 3T); -1 is infinite, 0 keeps nothing sealed
+        #[arg(short = 's', long = "size", allow_hyphen_values = true)]
+        size: String,
+        /// Retention time (e.g. 100m, 3h, 2d, 5w; seconds when bare); -1 is infinite
+        #[arg(short = 't', long = "time", allow_hyphen_values = true)]
+        time: String,
+        namespace: String,
+    },
+    /// The namespace's retention policy (null when it has none: the broker's default applies)
+    GetRetention { namespace: String },
+    /// Fall back to the broker's default retention
+    RemoveRetention { namespace: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,8 +120,15 @@ pub enum TopicsCommand {
     List { namespace: String },
     /// Create a topic: tenant/namespace/topic
     Create { topic: String },
-    /// Delete a topic that holds no entries
-    Delete { topic: String },
+    /// Delete a topic with all its segments, local and offloaded
+    Delete {
+        /// Delete even while `active` is open for writing
+        #[arg(short = 'f', long = "force")]
+        force: bool,
+        topic: String,
+    },
+    /// Delete every sealed segment of the topic, local and offloaded; the active one stays
+    Truncate { topic: String },
     /// The topic's segments ("ledgers") and counters, as Pulsar's internal stats
     StatsInternal { topic: String },
     /// Seal the active segment now and start a new one
@@ -131,6 +153,33 @@ pub enum TopicsCommand {
 mod tests {
     use super::*;
     use crate::admin::model::LedgerInfo;
+
+    #[test]
+    fn retention_flags_convert_as_pulsar_admin_does() {
+        assert_eq!(retention_minutes("3d").unwrap(), 3 * 24 * 60);
+        assert_eq!(retention_minutes("-1").unwrap(), -1);
+        assert_eq!(retention_minutes("120").unwrap(), 2);
+        assert_eq!(retention_minutes("0").unwrap(), 0);
+        assert!(retention_minutes("-2").is_err());
+        assert_eq!(retention_megabytes("10G").unwrap(), 10 * 1024);
+        assert_eq!(retention_megabytes("-1").unwrap(), -1);
+        assert_eq!(retention_megabytes("512K").unwrap(), 0);
+        assert!(retention_megabytes("-5M").is_err());
+        assert!(retention_megabytes("ten").is_err());
+    }
+
+    #[test]
+    fn json_is_printed_as_pulsar_admin_prints_it() {
+        let policy = Some(RetentionPolicy {
+            time_minutes: 4320,
+            size_mb: 10240,
+        });
+        assert_eq!(
+            pulsar_admin_json(&policy),
+            "{\n  \"retentionTimeInMinutes\" : 4320,\n  \"retentionSizeInMB\" : 10240\n}\n"
+        );
+        assert_eq!(pulsar_admin_json(&None::<RetentionPolicy>), "null\n");
+    }
 
     #[test]
     fn threshold_picks_the_message_id_like_pulsar_admin() {
@@ -191,6 +240,79 @@ fn parse_size(text: &str) -> Result<i64, CliError> {
 
 fn parse_duration_ms(text: &str) -> Result<u64, CliError> {
     crate::units::parse_duration_ms(text).map_err(CliError::Usage)
+}
+
+/// `set-retention --time`: minutes, or -1 (infinite), as pulsar-admin converts it.
+fn retention_minutes(text: &str) -> Result<i64, CliError> {
+    if text.trim() == "-1" {
+        return Ok(-1);
+    }
+    let ms = parse_duration_ms(text)?;
+    Ok((ms / 60_000) as i64)
+}
+
+/// `set-retention --size`: whole megabytes (MiB), or -1 (infinite), as pulsar-admin converts it.
+fn retention_megabytes(text: &str) -> Result<i64, CliError> {
+    match parse_size(text)? {
+        -1 => Ok(-1),
+        n if n < 0 => Err(CliError::Usage(format!(
+            "Invalid size '{text}': use -1 for an infinite size"
+        ))),
+        n => Ok(n / (1024 * 1024)),
+    }
+}
+
+/// JSON as pulsar-admin prints it (Jackson's default pretty printer: `"key" : value`).
+fn pulsar_admin_json<T: serde::Serialize>(value: &T) -> String {
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, JacksonPretty::default());
+    value
+        .serialize(&mut serializer)
+        .expect("admin answers serialize");
+    out.push(b'\n');
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// serde_json's pretty printer with Jackson's `" : "` between a key and its value.
+#[derive(Default)]
+struct JacksonPretty(serde_json::ser::PrettyFormatter<'static>);
+
+impl serde_json::ser::Formatter for JacksonPretty {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b" : ")
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
 }
 
 /// pulsar-admin's choice of the message id for `topics offload --size-threshold`: walking from
@@ -386,6 +508,35 @@ pub async fn run(args: AdminArgs) -> Result<String, CliError> {
                     None => "Unset for namespace. Defaulting to broker setting.\n".to_string(),
                 }
             }
+            NamespacesCommand::SetRetention {
+                size,
+                time,
+                namespace,
+            } => {
+                let ns = NamespaceName::parse(&namespace)?;
+                let policy = RetentionPolicy {
+                    time_minutes: retention_minutes(&time)?,
+                    size_mb: retention_megabytes(&size)?,
+                };
+                policy.validate().map_err(CliError::Usage)?;
+                client
+                    .send_json(Method::POST, &namespace_path(&ns, "retention"), &policy)
+                    .await?;
+                String::new()
+            }
+            NamespacesCommand::GetRetention { namespace } => {
+                let ns = NamespaceName::parse(&namespace)?;
+                let policy: Option<RetentionPolicy> =
+                    client.get_json(&namespace_path(&ns, "retention")).await?;
+                pulsar_admin_json(&policy)
+            }
+            NamespacesCommand::RemoveRetention { namespace } => {
+                let ns = NamespaceName::parse(&namespace)?;
+                client
+                    .call(Method::DELETE, &namespace_path(&ns, "retention"))
+                    .await?;
+                String::new()
+            }
             NamespacesCommand::ClearOffloadDeletionLag { namespace } => {
                 let ns = NamespaceName::parse(&namespace)?;
                 client
@@ -408,9 +559,19 @@ pub async fn run(args: AdminArgs) -> Result<String, CliError> {
                 client.call(Method::PUT, &topic_path(&topic)).await?;
                 String::new()
             }
-            TopicsCommand::Delete { topic } => {
+            TopicsCommand::Delete { force, topic } => {
                 let topic = TopicName::parse(&topic)?;
-                client.call(Method::DELETE, &topic_path(&topic)).await?;
+                let query = if force { "?force=true" } else { "" };
+                client
+                    .call(Method::DELETE, &format!("{}{query}", topic_path(&topic)))
+                    .await?;
+                String::new()
+            }
+            TopicsCommand::Truncate { topic } => {
+                let topic = TopicName::parse(&topic)?;
+                client
+                    .call(Method::DELETE, &format!("{}/truncate", topic_path(&topic)))
+                    .await?;
                 String::new()
             }
             TopicsCommand::StatsInternal { topic } => {

@@ -23,7 +23,8 @@ use crate::log::{LocalLog, LogError};
 use crate::metrics::Metrics;
 use crate::name::{NameError, NameKind, NamespaceName, TopicName, validate};
 use crate::offload::{
-    MessageId, NamespacePolicy, OffloadError, OffloadStatus, Offloader, PolicyError, ScanReport,
+    MessageId, NamespacePolicy, OffloadError, OffloadStatus, Offloader, PolicyError,
+    RetentionPolicy, ScanReport,
 };
 
 /// What the handlers work on.
@@ -75,6 +76,9 @@ pub enum ApiError {
     TopicNotFound,
     #[error("{0}")]
     Invalid(String),
+    /// Pulsar's 412 for a topic still in use.
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -86,6 +90,7 @@ impl ApiError {
             ApiError::Internal(_) | ApiError::Policy(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::TopicNotFound => StatusCode::NOT_FOUND,
             ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Busy(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Offload(OffloadError::AlreadyRunning | OffloadError::Recovering) => {
                 StatusCode::CONFLICT
             }
@@ -142,6 +147,10 @@ pub fn router(state: AdminState) -> Router {
             put(create_topic).delete(delete_topic),
         )
         .route(
+            "/admin/v2/persistent/{tenant}/{namespace}/{topic}/truncate",
+            axum::routing::delete(truncate_topic),
+        )
+        .route(
             "/admin/v2/persistent/{tenant}/{namespace}/{topic}/internalStats",
             get(internal_stats),
         )
@@ -164,6 +173,12 @@ pub fn router(state: AdminState) -> Router {
             get(get_deletion_lag)
                 .put(set_deletion_lag)
                 .delete(clear_deletion_lag),
+        )
+        .route(
+            "/admin/v2/namespaces/{tenant}/{namespace}/retention",
+            get(get_retention)
+                .post(set_retention)
+                .delete(remove_retention),
         )
         .route(
             "/admin/v2/namespaces/{tenant}/{namespace}/scanOffloaded",
@@ -331,15 +346,66 @@ async fn create_topic(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Whether a query string says `force=true` (Pulsar's `-f`).
+fn forced(query: Option<&str>) -> bool {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .any(|pair| pair.eq_ignore_ascii_case("force=true") || pair == "force")
+}
+
 async fn delete_topic(
     State(state): State<AdminState>,
     Path((tenant, namespace, topic)): Path<(String, String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> Result<StatusCode, ApiError> {
-    let name = TopicName::new(&tenant, &namespace, &topic)?;
-    let (log, removed) = (Arc::clone(&state.log), name.clone());
-    blocking(move || log.remove_topic(&removed)).await?;
+    let force = forced(query.as_deref());
+    let name = existing_topic(&state.log, &tenant, &namespace, &topic)?;
+    let writers = state.fs.as_ref().map_or(0, |fs| fs.writers(&name));
+    if writers > 0 && !force {
+        return Err(ApiError::Busy(format!(
+            "Topic has active producers/subscriptions ({writers} handle(s) have {name}/active open for writing); use -f to delete it anyway"
+        )));
+    }
+    state.offloader.delete_topic(&name).await?;
     state.forget(Node::Namespace(name.namespace_name()), &name.topic);
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn truncate_topic(
+    State(state): State<AdminState>,
+    Path((tenant, namespace, topic)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let name = existing_topic(&state.log, &tenant, &namespace, &topic)?;
+    state.offloader.truncate(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_retention(
+    State(state): State<AdminState>,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> ApiResult<Option<RetentionPolicy>> {
+    let ns = existing_namespace(&state.log, &tenant, &namespace)?;
+    Ok(Json(state.offloader.policies().get(&ns).retention))
+}
+
+async fn set_retention(
+    State(state): State<AdminState>,
+    Path((tenant, namespace)): Path<(String, String)>,
+    Json(retention): Json<RetentionPolicy>,
+) -> Result<StatusCode, ApiError> {
+    retention.validate().map_err(ApiError::Invalid)?;
+    change_policy(state, &tenant, &namespace, move |p| {
+        p.retention = Some(retention)
+    })
+    .await
+}
+
+async fn remove_retention(
+    State(state): State<AdminState>,
+    Path((tenant, namespace)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    change_policy(state, &tenant, &namespace, |p| p.retention = None).await
 }
 
 async fn internal_stats(
@@ -503,7 +569,7 @@ async fn clear_deletion_lag(
     .await
 }
 
-/// Changes a namespace's offload policy (saved with an fsync, so off the async workers).
+/// Changes a namespace's policies (saved with an fsync, so off the async workers).
 async fn change_policy(
     state: AdminState,
     tenant: &str,
@@ -529,7 +595,7 @@ async fn change_policy(
     tokio::task::spawn_blocking(move || offloader.policies().set(&name, &saved))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    info!(namespace = %ns, ?policy, "offload policy changed");
+    info!(namespace = %ns, ?policy, "namespace policy changed");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -99,9 +99,16 @@ pub enum Change {
         topic: String,
         segment: SegmentEntry,
     },
-    /// A segment left the bucket: readers stop showing it at once; its objects are removed after
-    /// this is committed. (The format has it; no command of this version deletes a segment.)
-    SegmentDeleted { topic: String, id: u64 },
+    /// A segment left the bucket (retention, `topics truncate`, `topics delete`): readers stop
+    /// showing it at once; its objects are removed after this is committed. With `uuid`, only
+    /// the record of that offload goes (a topic deleted and created again under the same name
+    /// reuses segment ids).
+    SegmentDeleted {
+        topic: String,
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uuid: Option<String>,
+    },
     /// A namespace's offload policies; `null` when they were removed.
     Policy {
         namespace: String,
@@ -256,6 +263,7 @@ mod tests {
                 Change::SegmentDeleted {
                     topic: "t/ns/x".into(),
                     id: 1,
+                    uuid: Some("u".into()),
                 },
                 Change::Policy {
                     namespace: "t/ns".into(),

@@ -220,10 +220,12 @@ impl CatalogState {
                         Some(_) => {}
                     }
                 }
-                Change::SegmentDeleted { topic, id } => {
+                Change::SegmentDeleted { topic, id, uuid } => {
                     let name = topic_name(key, topic)?;
                     if let Some(segments) = self.topics.get_mut(&name) {
-                        if segments.remove(id).is_some() {
+                        let recorded = segments.get(id).map(|s| s.uuid.as_str());
+                        if recorded.is_some_and(|r| uuid.as_deref().is_none_or(|u| u == r)) {
+                            segments.remove(id);
                             self.segments -= 1;
                         }
                         if segments.is_empty() {
@@ -367,10 +369,18 @@ mod tests {
                     Change::SegmentDeleted {
                         topic: "t/ns/x".into(),
                         id: 1,
+                        uuid: None,
                     },
                     Change::SegmentDeleted {
                         topic: "t/ns/x".into(),
                         id: 1,
+                        uuid: None,
+                    },
+                    // Another offload's record of segment 2: this one stays.
+                    Change::SegmentDeleted {
+                        topic: "t/ns/x".into(),
+                        id: 2,
+                        uuid: Some("not-its-uuid".into()),
                     },
                 ],
             )
@@ -384,7 +394,8 @@ mod tests {
                 5,
                 &[Change::SegmentDeleted {
                     topic: "bad".into(),
-                    id: 1
+                    id: 1,
+                    uuid: None,
                 }]
             ),
             Err(FormatError::Invalid { .. })

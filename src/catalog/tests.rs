@@ -157,6 +157,7 @@ async fn a_change_inside_a_page_retires_it_and_readers_stay_exact() {
             Change::SegmentDeleted {
                 topic: "t/ns/long".into(),
                 id: 1,
+                uuid: None,
             },
             Change::Offloaded {
                 topic: "t/ns/long".into(),

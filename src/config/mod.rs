@@ -17,11 +17,14 @@ pub use properties::{Properties, Property};
 use reader::Reader;
 
 use crate::log::RolloverPolicy;
+use crate::offload::RetentionPolicy;
 
 pub const KEY_MAX_ENTRIES: &str = "managedLedgerMaxEntriesPerLedger";
 pub const KEY_MIN_ROLLOVER_MINUTES: &str = "managedLedgerMinLedgerRolloverTimeMinutes";
 pub const KEY_MAX_ROLLOVER_MINUTES: &str = "managedLedgerMaxLedgerRolloverTimeMinutes";
 pub const KEY_MAX_SIZE_MB: &str = "managedLedgerMaxSizePerLedgerMbytes";
+pub const KEY_RETENTION_MINUTES: &str = "defaultRetentionTimeInMinutes";
+pub const KEY_RETENTION_SIZE_MB: &str = "defaultRetentionSizeInMB";
 
 /// The data directory when none is given: `/var/lib/tierfs` for root, else
 /// `$HOME/.local/share/tierfs`.
@@ -42,6 +45,8 @@ const KNOWN_KEYS: &[&str] = &[
     KEY_MIN_ROLLOVER_MINUTES,
     KEY_MAX_ROLLOVER_MINUTES,
     KEY_MAX_SIZE_MB,
+    KEY_RETENTION_MINUTES,
+    KEY_RETENTION_SIZE_MB,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +58,8 @@ pub enum ConfigError {
     },
     #[error("{file}: invalid offload configuration: {message}")]
     Offload { file: String, message: String },
+    #[error("{file}: invalid retention configuration: {message}")]
+    Retention { file: String, message: String },
     #[error("{file}:{line}: invalid value {value:?} for {key}: {expected}")]
     Invalid {
         file: String,
@@ -68,6 +75,9 @@ pub enum ConfigError {
 pub struct Config {
     pub rollover: RolloverPolicy,
     pub offload: OffloadConfig,
+    /// The broker's default retention; `None` (nothing set, or Pulsar's stock 0/0) keeps
+    /// everything.
+    pub retention: Option<RetentionPolicy>,
 }
 
 /// What loading found worth telling the operator, beside errors.
@@ -130,8 +140,38 @@ impl Config {
             duplicate_keys: props.duplicates().to_vec(),
         };
         let offload = OffloadConfig::read(&reader, env)?;
-        Ok((Config { rollover, offload }, notes))
+        let retention = read_retention(&reader)?;
+        Ok((
+            Config {
+                rollover,
+                offload,
+                retention,
+            },
+            notes,
+        ))
     }
+}
+
+/// The broker's default retention. Unset keys are -1 (no limit); both unset, or both at
+/// Pulsar's stock value 0 (which with no subscriptions would delete every sealed segment), mean
+/// no default retention: everything is kept.
+fn read_retention(reader: &Reader<'_>) -> Result<Option<RetentionPolicy>, ConfigError> {
+    let time = reader.integer(KEY_RETENTION_MINUTES)?;
+    let size = reader.integer(KEY_RETENTION_SIZE_MB)?;
+    let policy = RetentionPolicy {
+        time_minutes: time.unwrap_or(-1),
+        size_mb: size.unwrap_or(-1),
+    };
+    if time == Some(0) && size == Some(0) {
+        return Ok(None);
+    }
+    policy
+        .validate()
+        .map_err(|message| ConfigError::Retention {
+            file: reader.origin.to_string(),
+            message: format!("{KEY_RETENTION_MINUTES} / {KEY_RETENTION_SIZE_MB}: {message}"),
+        })?;
+    Ok((!policy.is_infinite()).then_some(policy))
 }
 
 #[cfg(test)]
@@ -185,6 +225,27 @@ mod tests {
         assert!(load("managedLedgerMaxSizePerLedgerMbytes=0").is_err());
         assert!(load("managedLedgerMaxLedgerRolloverTimeMinutes=1e300").is_err());
         assert!(load("managedLedgerMaxSizePerLedgerMbytes=1e300").is_err());
+    }
+
+    #[test]
+    fn default_retention_keeps_everything_unless_set() {
+        assert_eq!(load("").unwrap().0.retention, None);
+        // Pulsar's stock broker.conf: 0/0 would delete every sealed segment here.
+        let stock = "defaultRetentionTimeInMinutes=0\ndefaultRetentionSizeInMB=0\n";
+        assert_eq!(load(stock).unwrap().0.retention, None);
+        let (config, _) = load("defaultRetentionTimeInMinutes=60\n").unwrap();
+        assert_eq!(
+            config.retention,
+            Some(RetentionPolicy {
+                time_minutes: 60,
+                size_mb: -1
+            })
+        );
+        let err = load("defaultRetentionTimeInMinutes=60\ndefaultRetentionSizeInMB=0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Use the value of -1"), "{err}");
+        assert!(load("defaultRetentionSizeInMB=-5\n").is_err());
     }
 
     #[test]

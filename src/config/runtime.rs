@@ -18,8 +18,9 @@ use super::offload::{
 };
 use super::{
     Config, Driver, KEY_MAX_ENTRIES, KEY_MAX_ROLLOVER_MINUTES, KEY_MAX_SIZE_MB,
-    KEY_MIN_ROLLOVER_MINUTES,
+    KEY_MIN_ROLLOVER_MINUTES, KEY_RETENTION_MINUTES, KEY_RETENTION_SIZE_MB,
 };
+use crate::offload::RetentionPolicy;
 
 /// What a masked value shows instead of the secret.
 pub const MASK: &str = "****";
@@ -40,11 +41,17 @@ impl Config {
                 .to_string(),
             _ => String::new(),
         };
-        let entries: [(&str, String); 19] = [
+        let retention = self.retention.unwrap_or(RetentionPolicy {
+            time_minutes: -1,
+            size_mb: -1,
+        });
+        let entries: [(&str, String); 21] = [
             (KEY_MAX_ENTRIES, rollover.max_entries.to_string()),
             (KEY_MIN_ROLLOVER_MINUTES, minutes(rollover.min_age)),
             (KEY_MAX_ROLLOVER_MINUTES, minutes(rollover.max_age)),
             (KEY_MAX_SIZE_MB, megabytes(rollover.max_size_bytes)),
+            (KEY_RETENTION_MINUTES, retention.time_minutes.to_string()),
+            (KEY_RETENTION_SIZE_MB, retention.size_mb.to_string()),
             (KEY_DRIVER, offload.driver.name().to_string()),
             (KEY_BUCKET, offload.bucket.clone()),
             (KEY_REGION, offload.region.clone().unwrap_or_default()),
@@ -133,7 +140,9 @@ mod tests {
         assert_eq!(map[KEY_READ_BUFFER], "1048576");
         assert_eq!(map[KEY_DELETION_LAG], "14400000");
         assert_eq!(map[KEY_CREDENTIAL_SECRET], "");
-        assert_eq!(map.len(), 19);
+        assert_eq!(map[KEY_RETENTION_MINUTES], "-1");
+        assert_eq!(map[KEY_RETENTION_SIZE_MB], "-1");
+        assert_eq!(map.len(), 21);
     }
 
     #[test]

@@ -114,11 +114,14 @@ impl Read {
 
 /// Tells the kernel to forget a cached name: `(parent inode, name)`.
 pub type Invalidator = Box<dyn Fn(u64, &str) + Send + Sync>;
+/// Tells the kernel to forget an inode's cached attributes.
+pub type AttrInvalidator = Box<dyn Fn(u64) + Send + Sync>;
 
 pub struct TierFs {
     tree: Tree,
     remote: Option<RemoteTier>,
     invalidator: std::sync::OnceLock<Invalidator>,
+    attr_invalidator: std::sync::OnceLock<AttrInvalidator>,
     inodes: InodeTable,
     handles: HandleTable,
     owner: Owner,
@@ -157,6 +160,7 @@ impl TierFs {
             tree,
             remote,
             invalidator: std::sync::OnceLock::new(),
+            attr_invalidator: std::sync::OnceLock::new(),
             inodes: InodeTable::default(),
             handles: HandleTable::default(),
             owner: Owner::current(),
@@ -166,6 +170,17 @@ impl TierFs {
     /// Installs how names are dropped from the kernel's cache (the FUSE session's notifier).
     pub fn set_invalidator(&self, invalidator: Invalidator) {
         let _ = self.invalidator.set(invalidator);
+    }
+
+    /// Installs how cached attributes are dropped from the kernel's cache.
+    pub fn set_attr_invalidator(&self, invalidator: AttrInvalidator) {
+        let _ = self.attr_invalidator.set(invalidator);
+    }
+
+    /// How many handles have the topic's `active` open for writing (`topics delete` without
+    /// `-f` refuses while there are any).
+    pub fn writers(&self, topic: &TopicName) -> usize {
+        self.handles.writers(topic)
     }
 
     /// A tenant, namespace or topic was removed outside the mount (admin API): the kernel
@@ -586,6 +601,12 @@ impl TierFs {
     }
 
     pub fn open(&self, ino: u64, flags: i32) -> Result<Opened, FsError> {
+        self.open_by(ino, flags, 0)
+    }
+
+    /// `open` by process `pid` (0: unknown): a reader of a sealed segment holds retention back
+    /// (`HandleTable::retention_floor`).
+    pub fn open_by(&self, ino: u64, flags: i32, pid: u32) -> Result<Opened, FsError> {
         let node = self.node(ino)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if self.pulsar_mount() {
@@ -600,6 +621,7 @@ impl TierFs {
                         reason: "sealed segments are immutable; append to active instead",
                     });
                 }
+                self.handles.note_reader(t, *id, pid);
                 let segment = self
                     .tree
                     .sealed_segment(t, *id)
@@ -628,7 +650,7 @@ impl TierFs {
                         }
                     }
                 };
-                let fh = self.handles.insert(handle);
+                let fh = self.handles.insert_segment(handle, t, *id);
                 Ok(Opened {
                     fh,
                     direct_io: false,
@@ -866,6 +888,30 @@ impl TierFs {
             namelen: crate::name::MAX_NAME_LEN as u32,
             frsize: st.f_frsize as u32,
         })
+    }
+}
+
+/// What deletion (`crate::offload`) asks of the mount and tells it.
+impl crate::offload::MountView for TierFs {
+    fn reads_object(&self, data_key: &str) -> bool {
+        self.handles.reads_object(data_key)
+    }
+
+    fn retention_floor(&self, topic: &TopicName) -> Option<u64> {
+        self.handles.retention_floor(topic)
+    }
+
+    fn segment_gone(&self, topic: &TopicName, id: u64) {
+        self.forget_name(&Node::Topic(topic.clone()), &crate::log::data_file_name(id));
+    }
+
+    fn local_copy_gone(&self, topic: &TopicName, id: u64) {
+        if let (Some(invalidate), Some(ino)) = (
+            self.attr_invalidator.get(),
+            self.inodes.existing(&Node::Segment(topic.clone(), id)),
+        ) {
+            invalidate(ino);
+        }
     }
 }
 

@@ -256,8 +256,8 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open_by(ino.0, flags.0, req.pid()) {
             Ok(opened) => {
                 let mut fopen = FopenFlags::empty();
                 if opened.direct_io {

@@ -2,16 +2,17 @@
 //!
 //! Owns the directory layout under `<data-dir>/topics` and the in-memory map of open topics.
 //! Creating and removing tenants, namespaces and topics goes through here so that the map and
-//! the disk always agree. Lock order: the tree's lock, then a topic's.
+//! the disk always agree. Lock order: the changes lock (creations and removals, held across
+//! their directory work), the tree's lock (held only to read or change the map), a topic's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use tracing::{error, warn};
 
-use super::manifest::SealedSegment;
+use super::manifest::{Manifest, SealedSegment};
 use super::rollover::RolloverPolicy;
 use super::segment::RecoveryReport;
 use super::topic::{CREATING_PREFIX, SealListener, Topic};
@@ -19,6 +20,8 @@ use super::{LogError, io_error, sync_dir};
 use crate::name::{NameKind, NamespaceName, TopicName, validate};
 
 const TOPICS_DIR: &str = "topics";
+/// Where a deleted topic's directory waits, under a fresh name, for its objects to go.
+const DELETING_DIR: &str = "deleting";
 
 type Topics = BTreeMap<String, Arc<Topic>>;
 type Namespaces = BTreeMap<String, Topics>;
@@ -31,10 +34,25 @@ pub struct OpenReport {
     pub repaired: Vec<(TopicName, RecoveryReport)>,
 }
 
+/// A deleted topic whose objects and files are still to be removed.
+#[derive(Debug, Clone)]
+pub struct TopicTombstone {
+    /// The topic's directory, moved under `<data-dir>/deleting/`.
+    pub dir: PathBuf,
+    pub topic: TopicName,
+    /// Every segment it had, sealed or already being deleted, oldest first.
+    pub segments: Vec<SealedSegment>,
+}
+
 pub struct LocalLog {
     root: PathBuf,
+    graveyard: PathBuf,
     policy: RolloverPolicy,
     tree: RwLock<Tenants>,
+    /// Serializes creations and removals. Their directory work (creates, renames, fsyncs) runs
+    /// under this lock only; the tree's write lock is taken just to change the map, so lookups
+    /// never wait for a disk.
+    changes: Mutex<()>,
     on_seal: Option<SealListener>,
 }
 
@@ -91,9 +109,11 @@ impl LocalLog {
         }
         Ok((
             Self {
+                graveyard: data_dir.join(DELETING_DIR),
                 root,
                 policy,
                 tree: RwLock::new(tenants),
+                changes: Mutex::new(()),
                 on_seal,
             },
             report,
@@ -106,6 +126,11 @@ impl LocalLog {
 
     fn write(&self) -> RwLockWriteGuard<'_, Tenants> {
         self.tree.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Taken first by every creation and removal (lock order: this, the tree, a topic).
+    fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn tenant_dir(&self, tenant: &str) -> PathBuf {
@@ -166,25 +191,30 @@ impl LocalLog {
 
     pub fn create_tenant(&self, tenant: &str) -> Result<(), LogError> {
         validate(NameKind::Tenant, tenant)?;
-        let mut tree = self.write();
-        if tree.contains_key(tenant) {
+        let _changing = self.changing();
+        if self.read().contains_key(tenant) {
             return Err(LogError::AlreadyExists(format!("tenant {tenant}")));
         }
         create_dir_durably(&self.root, tenant)?;
-        tree.insert(tenant.to_string(), Namespaces::new());
+        self.write().insert(tenant.to_string(), Namespaces::new());
         Ok(())
     }
 
     pub fn create_namespace(&self, ns: &NamespaceName) -> Result<(), LogError> {
-        let mut tree = self.write();
-        let namespaces = tree
-            .get_mut(&ns.tenant)
-            .ok_or_else(|| LogError::NotFound(format!("tenant {}", ns.tenant)))?;
-        if namespaces.contains_key(&ns.namespace) {
-            return Err(LogError::AlreadyExists(format!("namespace {ns}")));
+        let _changing = self.changing();
+        {
+            let tree = self.read();
+            let namespaces = tree
+                .get(&ns.tenant)
+                .ok_or_else(|| LogError::NotFound(format!("tenant {}", ns.tenant)))?;
+            if namespaces.contains_key(&ns.namespace) {
+                return Err(LogError::AlreadyExists(format!("namespace {ns}")));
+            }
         }
         create_dir_durably(&self.tenant_dir(&ns.tenant), &ns.namespace)?;
-        namespaces.insert(ns.namespace.clone(), Topics::new());
+        if let Some(namespaces) = self.write().get_mut(&ns.tenant) {
+            namespaces.insert(ns.namespace.clone(), Topics::new());
+        }
         Ok(())
     }
 
@@ -200,9 +230,8 @@ impl LocalLog {
     ) -> Result<Arc<Topic>, LogError> {
         let ns = name.namespace_name();
         let ns_dir = self.namespace_dir(&ns);
-        let mut tree = self.write();
-        let topics = namespace_of_mut(&mut tree, &ns)?;
-        if topics.contains_key(&name.topic) {
+        let _changing = self.changing();
+        if namespace_of(&self.read(), &ns)?.contains_key(&name.topic) {
             return Err(LogError::AlreadyExists(format!("topic {name}")));
         }
         let topic = Arc::new(
@@ -215,7 +244,7 @@ impl LocalLog {
             )?
             .with_seal_listener(self.on_seal.clone()),
         );
-        topics.insert(name.topic.clone(), Arc::clone(&topic));
+        namespace_of_mut(&mut self.write(), &ns)?.insert(name.topic.clone(), Arc::clone(&topic));
         Ok(topic)
     }
 
@@ -239,25 +268,28 @@ impl LocalLog {
     }
 
     pub fn remove_tenant(&self, tenant: &str) -> Result<(), LogError> {
-        let mut tree = self.write();
-        let namespaces = tree
-            .get(tenant)
-            .ok_or_else(|| LogError::NotFound(format!("tenant {tenant}")))?;
-        if !namespaces.is_empty() {
-            return Err(LogError::NotEmpty(format!("tenant {tenant}")));
+        let _changing = self.changing();
+        {
+            let tree = self.read();
+            let namespaces = tree
+                .get(tenant)
+                .ok_or_else(|| LogError::NotFound(format!("tenant {tenant}")))?;
+            if !namespaces.is_empty() {
+                return Err(LogError::NotEmpty(format!("tenant {tenant}")));
+            }
         }
         remove_dir_durably(&self.root, tenant)?;
-        tree.remove(tenant);
+        self.write().remove(tenant);
         Ok(())
     }
 
     pub fn remove_namespace(&self, ns: &NamespaceName) -> Result<(), LogError> {
-        let mut tree = self.write();
-        if !namespace_of(&tree, ns)?.is_empty() {
+        let _changing = self.changing();
+        if !namespace_of(&self.read(), ns)?.is_empty() {
             return Err(LogError::NotEmpty(format!("namespace {ns}")));
         }
         remove_dir_durably(&self.tenant_dir(&ns.tenant), &ns.namespace)?;
-        if let Some(namespaces) = tree.get_mut(&ns.tenant) {
+        if let Some(namespaces) = self.write().get_mut(&ns.tenant) {
             namespaces.remove(&ns.namespace);
         }
         Ok(())
@@ -265,11 +297,11 @@ impl LocalLog {
 
     /// Removes a topic that holds no entries.
     pub fn remove_topic(&self, name: &TopicName) -> Result<(), LogError> {
+        let _changing = self.changing();
         let ns = name.namespace_name();
-        let mut tree = self.write();
-        let topics = namespace_of_mut(&mut tree, &ns)?;
-        let topic = topics
+        let topic = namespace_of(&self.read(), &ns)?
             .get(&name.topic)
+            .cloned()
             .ok_or_else(|| LogError::NotFound(format!("topic {name}")))?;
         topic.mark_removed()?;
         let dir = topic.dir().to_path_buf();
@@ -277,9 +309,90 @@ impl LocalLog {
             topic.unmark_removed();
             return Err(io_error(&dir, "remove")(e));
         }
+        if let Ok(topics) = namespace_of_mut(&mut self.write(), &ns) {
+            topics.remove(&name.topic);
+        }
+        sync_dir(&self.namespace_dir(&ns))
+    }
+
+    /// Deletes a topic with everything it holds (`topics delete`): its directory moves under
+    /// `<data-dir>/deleting/` at once, so the name is gone (and free) from then on; its objects,
+    /// then the directory, are removed by whoever finishes [`LocalLog::tombstones`].
+    pub fn delete_topic(&self, name: &TopicName) -> Result<TopicTombstone, LogError> {
+        let ns = name.namespace_name();
+        let _changing = self.changing();
+        let topic = namespace_of(&self.read(), &ns)?
+            .get(&name.topic)
+            .cloned()
+            .ok_or_else(|| LogError::NotFound(format!("topic {name}")))?;
+        topic.retire()?;
+        let snapshot = topic.snapshot();
+        let mut segments = topic.deleting();
+        segments.extend(snapshot.sealed);
+        segments.sort_by_key(|s| s.id);
+        std::fs::create_dir_all(&self.graveyard).map_err(io_error(&self.graveyard, "create"))?;
+        let tomb = self
+            .graveyard
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        if let Err(e) = std::fs::rename(topic.dir(), &tomb) {
+            topic.unmark_removed();
+            return Err(io_error(topic.dir(), "move to the deleted topics")(e));
+        }
+        if let Ok(topics) = namespace_of_mut(&mut self.write(), &ns) {
+            topics.remove(&name.topic);
+        }
         sync_dir(&self.namespace_dir(&ns))?;
-        topics.remove(&name.topic);
-        Ok(())
+        sync_dir(&self.graveyard)?;
+        Ok(TopicTombstone {
+            dir: tomb,
+            topic: name.clone(),
+            segments,
+        })
+    }
+
+    /// The deleted topics whose removal is not finished (a crash, a store that refused).
+    pub fn tombstones(&self) -> Vec<TopicTombstone> {
+        let Ok(entries) = std::fs::read_dir(&self.graveyard) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let manifest = match Manifest::load(&dir) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Its objects cannot be named: what the bucket holds of it is left for
+                    // `scan-offloaded` to find.
+                    warn!(path = %dir.display(), error = %e, "a deleted topic's manifest cannot be read; removing its directory");
+                    let _ = std::fs::remove_dir_all(&dir);
+                    continue;
+                }
+            };
+            let Ok(topic) = TopicName::parse(&manifest.topic) else {
+                warn!(path = %dir.display(), topic = %manifest.topic, "a deleted topic's manifest names no valid topic; removing its directory");
+                let _ = std::fs::remove_dir_all(&dir);
+                continue;
+            };
+            let mut segments = manifest.deleting;
+            segments.extend(manifest.sealed);
+            segments.sort_by_key(|s| s.id);
+            found.push(TopicTombstone {
+                dir,
+                topic,
+                segments,
+            });
+        }
+        found
+    }
+
+    /// Removes a deleted topic's directory once its objects are gone.
+    pub fn bury(&self, tomb: &TopicTombstone) -> Result<(), LogError> {
+        match std::fs::remove_dir_all(&tomb.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&tomb.dir, "remove")(e)),
+        }
+        sync_dir(&self.graveyard)
     }
 
     /// One pass of the rollover timer over every topic.
@@ -362,6 +475,35 @@ fn subdirectories(dir: &Path, kind: NameKind) -> Result<Vec<String>, LogError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lookups_do_not_wait_for_a_topic_creations_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = LocalLog::open(dir.path(), RolloverPolicy::default()).unwrap();
+        let log = Arc::new(log);
+        let ns = NamespaceName::new("t", "ns").unwrap();
+        log.create_tenant("t").unwrap();
+        log.create_namespace(&ns).unwrap();
+        let creator = {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                super::super::SLOW_DIR_SYNC.with(|d| d.set(std::time::Duration::from_millis(1000)));
+                log.create_topic(&TopicName::new("t", "ns", "slow").unwrap())
+                    .unwrap();
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        assert_eq!(log.tenants(), ["t"]);
+        assert!(log.topics(&ns).unwrap().is_empty(), "not created yet");
+        let waited = started.elapsed();
+        creator.join().unwrap();
+        assert!(
+            waited < std::time::Duration::from_millis(1000),
+            "a lookup waited {waited:?} for another topic's creation"
+        );
+        assert_eq!(log.topics(&ns).unwrap(), ["slow"]);
+    }
+
     use super::*;
     use crate::log::AppendAt;
 

@@ -43,6 +43,21 @@ fn yes() -> bool {
 }
 
 impl SealedSegment {
+    /// A local, never offloaded segment of one entry, for tests of the rules over segments.
+    #[cfg(test)]
+    pub fn for_tests(id: u64, size: u64, sealed_ms: u64) -> Self {
+        Self {
+            id,
+            entries: 1,
+            size,
+            crc32c: 0,
+            created_ms: 0,
+            sealed_ms,
+            local: true,
+            offload: None,
+        }
+    }
+
     /// Whether a complete copy is in the object store.
     pub fn offloaded(&self) -> bool {
         self.offload
@@ -87,6 +102,10 @@ pub struct Manifest {
     /// Oldest first.
     pub sealed: Vec<SealedSegment>,
     pub active: ActiveRef,
+    /// Segments being deleted (retention, truncate): gone from the log already, their local
+    /// files and objects removed next; a restart finishes what a crash interrupted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleting: Vec<SealedSegment>,
 }
 
 impl Manifest {
@@ -102,6 +121,7 @@ impl Manifest {
                 id: 1,
                 created_ms: now_ms,
             },
+            deleting: Vec::new(),
         }
     }
 

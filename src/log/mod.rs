@@ -7,6 +7,7 @@
 //! <data-dir>/topics/<tenant>/<namespace>/<topic>/
 //!     manifest.json                           sealed segments + the active one (atomic replace)
 //!     00000000000000000001.seg / .idx         a segment's bytes and its entry index
+//! <data-dir>/deleting/<uuid>/                 a deleted topic's directory, until its objects go
 //! ```
 //!
 //! This module knows nothing of FUSE or HTTP; the filesystem and admin layers call it.
@@ -22,7 +23,7 @@ mod topic;
 use std::path::{Path, PathBuf};
 
 pub use index::IndexRecord;
-pub use local::{LocalLog, OpenReport};
+pub use local::{LocalLog, OpenReport, TopicTombstone};
 pub use lock::DataDirLock;
 pub use manifest::{OffloadRecord, SealedSegment, from_millis as manifest_time, to_millis};
 pub use rollover::{RolloverPolicy, RolloverReason};
@@ -86,8 +87,17 @@ pub(crate) fn io_error(
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// A slow disk, for tests of what waits on directory fsyncs (this thread's only).
+    pub(crate) static SLOW_DIR_SYNC: std::cell::Cell<std::time::Duration> =
+        const { std::cell::Cell::new(std::time::Duration::ZERO) };
+}
+
 /// Makes a directory's entries (creations, renames, removals) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    #[cfg(test)]
+    std::thread::sleep(SLOW_DIR_SYNC.with(|d| d.get()));
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_error(dir, "fsync directory"))

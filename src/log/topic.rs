@@ -421,7 +421,11 @@ impl Topic {
         }
         let path = self.dir.join(segment::data_file_name(id));
         let file = Arc::new(File::open(&path).map_err(io_error(&path, "open"))?);
-        files.put(id, Arc::clone(&file));
+        // The local copy may have gone (deletion lag, retention) between the look above and
+        // the open: a file kept here would hold its disk space until evicted.
+        if self.sealed_segment(id).is_some_and(|s| s.local) {
+            files.put(id, Arc::clone(&file));
+        }
         Ok(file)
     }
 
@@ -465,6 +469,62 @@ impl Topic {
         remove_local_files(&self.dir, id)
     }
 
+    /// Takes sealed segments out of the log for deletion: the manifest records them as
+    /// `deleting` (from then on no listing, open or offload sees them) and their files and
+    /// objects are removed afterwards by [`Topic::finish_delete`]. `ids` not in the log are
+    /// skipped; what was taken is returned, oldest first.
+    /// `held` is asked under the topic's lock: segments at or after the one it names (one
+    /// a reader holds) are kept.
+    pub fn begin_delete(
+        &self,
+        ids: &[u64],
+        held: impl FnOnce() -> Option<u64>,
+    ) -> Result<Vec<SealedSegment>, LogError> {
+        let mut state = self.live()?;
+        let floor = held().unwrap_or(u64::MAX);
+        let mut manifest = state.manifest.clone();
+        let (taken, kept): (Vec<_>, Vec<_>) = manifest
+            .sealed
+            .into_iter()
+            .partition(|s| ids.contains(&s.id) && s.id < floor);
+        if taken.is_empty() {
+            return Ok(taken);
+        }
+        manifest.sealed = kept;
+        manifest.deleting.extend(taken.iter().cloned());
+        manifest.deleting.sort_by_key(|s| s.id);
+        manifest.save(&self.dir)?;
+        state.manifest = manifest;
+        drop(state);
+        let mut files = self.sealed_files.lock().unwrap_or_else(|p| p.into_inner());
+        for segment in &taken {
+            files.pop(&segment.id);
+        }
+        Ok(taken)
+    }
+
+    /// The segments taken out by [`Topic::begin_delete`] whose deletion is not finished.
+    pub fn deleting(&self) -> Vec<SealedSegment> {
+        self.lock().manifest.deleting.clone()
+    }
+
+    /// Ends a segment's deletion once its objects are gone: its local files go, then its
+    /// record. A crash in between leaves the record, and the deletion is finished again.
+    pub fn finish_delete(&self, id: u64) -> Result<(), LogError> {
+        remove_local_files(&self.dir, id)?;
+        let mut state = self.lock();
+        let mut manifest = state.manifest.clone();
+        manifest.deleting.retain(|s| s.id != id);
+        if manifest.deleting.len() == state.manifest.deleting.len() {
+            return Ok(());
+        }
+        if !state.removed {
+            manifest.save(&self.dir)?;
+        }
+        state.manifest = manifest;
+        Ok(())
+    }
+
     /// Path of a sealed segment's local data file.
     pub fn sealed_data_path(&self, id: u64) -> PathBuf {
         self.dir.join(segment::data_file_name(id))
@@ -484,7 +544,22 @@ impl Topic {
         if !state.manifest.sealed.is_empty() || state.active.entries() > 0 {
             return Err(LogError::NotEmpty(format!("topic {}", self.name)));
         }
+        if !state.manifest.deleting.is_empty() {
+            // Its objects are still being deleted: removing the directory now would lose track
+            // of them.
+            return Err(LogError::NotEmpty(format!(
+                "topic {} (it is still deleting {} segment(s); try again shortly)",
+                self.name,
+                state.manifest.deleting.len()
+            )));
+        }
         state.removed = true;
+        Ok(())
+    }
+
+    /// Marks the topic removed whatever it holds (`topics delete`); appends fail from then on.
+    pub(super) fn retire(&self) -> Result<(), LogError> {
+        self.live()?.removed = true;
         Ok(())
     }
 

@@ -7,8 +7,9 @@
 //!    reader of the bucket — and only then marked complete in the local manifest.
 //!
 //! A failed attempt aborts its multipart upload and deletes what it wrote, then clears its
-//! intent — except when the catalog commit's outcome is unknown (the store failed after it
-//! may have landed): then the intent stays and recovery settles it against the catalog.
+//! intent — except when the catalog commit may have landed (its outcome is unknown) or did
+//! land (the local completion record then failed): the intent and the objects stay, and
+//! recovery settles them against the catalog.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -88,7 +89,14 @@ impl Offloader {
                 match self.catalog.commit(vec![change]).await {
                     Ok(seq) => {
                         debug!(topic = %name, segment = id, seq, "offload committed to the catalog");
-                        self.mark_complete(topic, id, completed).await
+                        if let Err(e) = self.mark_complete(topic, id, completed).await {
+                            // The bucket has it: its objects must stay. The intent stays too,
+                            // and the topic's next task rolls it forward.
+                            self.metrics.offload_errors.inc();
+                            error!(topic = %name, segment = id, error = %e, "the offload is committed to the catalog but cannot be recorded locally; it is settled by the topic's next offload task");
+                            return Err(e);
+                        }
+                        Ok(())
                     }
                     Err(e) if e.may_have_landed() => {
                         // It may have landed: keep the intent and the objects for the topic's

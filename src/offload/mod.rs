@@ -4,10 +4,12 @@
 
 mod attempt;
 pub mod backoff;
+mod deletion;
 mod index_object;
 mod layout;
 mod policy;
 mod recovery;
+pub mod retention;
 mod scan;
 mod service;
 mod status;
@@ -32,8 +34,10 @@ pub fn index_object_for_tests(data: &[u8], block: usize) -> IndexObject {
         block_crcs: index_object::block_crcs(data, block),
     }
 }
+pub use deletion::MountView;
 pub use layout::Layout;
 pub use policy::{NamespacePolicy, Policies, PolicyError};
+pub use retention::RetentionPolicy;
 pub use scan::ScanReport;
 pub use service::{LeaseSettings, Offloader};
 pub use status::{MessageId, OffloadStatus, State};

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::retention::RetentionPolicy;
 use crate::config::OffloadConfig;
 use crate::log::SealedSegment;
 use crate::name::NamespaceName;
@@ -26,6 +27,9 @@ pub struct NamespacePolicy {
     pub offload_threshold: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offload_deletion_lag_ms: Option<u64>,
+    /// `set-retention`; `None` falls back to the broker's default retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionPolicy>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,8 @@ pub struct Policies {
     broker_threshold: i64,
     broker_threshold_seconds: i64,
     broker_deletion_lag: Duration,
+    /// `defaultRetentionTimeInMinutes` / `defaultRetentionSizeInMB`; `None`: keep everything.
+    broker_retention: Option<RetentionPolicy>,
     namespaces: Mutex<BTreeMap<String, NamespacePolicy>>,
 }
 
@@ -77,8 +83,20 @@ impl Policies {
             broker_threshold: config.auto_threshold_bytes,
             broker_threshold_seconds: config.threshold_seconds,
             broker_deletion_lag: config.deletion_lag,
+            broker_retention: None,
             namespaces: Mutex::new(namespaces),
         })
+    }
+
+    /// The broker's default retention, for namespaces without a policy of their own.
+    pub fn with_default_retention(mut self, retention: Option<RetentionPolicy>) -> Self {
+        self.broker_retention = retention;
+        self
+    }
+
+    /// The retention in force for a namespace: its own, else the broker's; `None` keeps all.
+    pub fn retention(&self, ns: &NamespaceName) -> Option<RetentionPolicy> {
+        self.get(ns).retention.or(self.broker_retention)
     }
 
     pub fn get(&self, ns: &NamespaceName) -> NamespacePolicy {
@@ -224,16 +242,7 @@ mod tests {
     use crate::log::OffloadRecord;
 
     fn segment(id: u64, size: u64, sealed_ms: u64) -> SealedSegment {
-        SealedSegment {
-            id,
-            entries: 1,
-            size,
-            crc32c: 0,
-            created_ms: 0,
-            sealed_ms,
-            local: true,
-            offload: None,
-        }
+        SealedSegment::for_tests(id, size, sealed_ms)
     }
 
     #[test]

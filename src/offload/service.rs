@@ -1,6 +1,6 @@
 //! The offload service: what starts offloads (a new segment, an admin request, the periodic
-//! re-evaluation), the one task per topic that runs them in order, and the deletion of local
-//! copies after the lag. One segment's attempt is `attempt.rs`; settling the past against
+//! re-evaluation), the one task per topic that runs them in order, the deletion of local
+//! copies after the lag, and the periodic retention pass (`deletion.rs` deletes). One segment's attempt is `attempt.rs`; settling the past against
 //! the bucket is `recovery.rs`; `scan-offloaded` is `scan.rs`.
 
 use std::collections::HashMap;
@@ -54,6 +54,19 @@ pub struct Offloader {
     pub(super) unavailable: Mutex<Option<String>>,
     /// Set when the mount stops: nothing more is committed.
     stopping: AtomicBool,
+    /// Held by a topic's offload run and by deletions of its segments from the bucket, so
+    /// that neither commits in the middle of the other.
+    topic_locks: Mutex<HashMap<TopicName, Arc<tokio::sync::Mutex<()>>>>,
+    /// The mounted filesystem, once mounted (`deletion.rs`).
+    pub(super) view: std::sync::OnceLock<Arc<dyn super::deletion::MountView>>,
+    /// Whether pending deletions are being finished now.
+    pub(super) draining: AtomicBool,
+    /// Not before this time (ms) are pending deletions tried again (after a failure).
+    pub(super) deletions_due: AtomicU64,
+    /// Failed deletion passes in a row.
+    pub(super) deletion_failures: std::sync::atomic::AtomicU32,
+    /// Deleted segments whose objects wait for open files, already said so in the log.
+    pub(super) deferred: Mutex<std::collections::HashSet<String>>,
 }
 
 /// How this mount takes the prefix's writer lease.
@@ -112,6 +125,12 @@ impl Offloader {
             halted: Mutex::new(None),
             unavailable: Mutex::new(None),
             stopping: AtomicBool::new(false),
+            topic_locks: Mutex::new(HashMap::new()),
+            view: std::sync::OnceLock::new(),
+            draining: AtomicBool::new(false),
+            deletions_due: AtomicU64::new(0),
+            deletion_failures: std::sync::atomic::AtomicU32::new(0),
+            deferred: Mutex::new(std::collections::HashSet::new()),
         });
         let weak = Arc::downgrade(&offloader);
         offloader.catalog.guard_commits(Arc::new(move || {
@@ -294,6 +313,17 @@ impl Offloader {
         )
     }
 
+    /// The lock a topic's offload runs and bucket deletions take (see the field).
+    pub(super) fn topic_lock(&self, topic: &TopicName) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(
+            self.topic_locks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(topic.clone())
+                .or_default(),
+        )
+    }
+
     pub fn status(&self, topic: &TopicName) -> OffloadStatus {
         self.progress(topic).snapshot()
     }
@@ -387,6 +417,8 @@ impl Offloader {
         }
         let this = Arc::clone(self);
         tokio::spawn(async move {
+            let lock = this.topic_lock(topic.name());
+            let _held = lock.lock().await;
             let mut ids = ids;
             match this.settle(&topic).await {
                 Ok(mut retry) => {
@@ -460,6 +492,7 @@ impl Offloader {
                     let id = segment.id;
                     match blocking(move || t.drop_local_copy(id)).await {
                         Ok(()) => {
+                            self.tell_view(|v| v.local_copy_gone(topic.name(), id));
                             info!(topic = %topic.name(), segment = id, "deleted the local copy of an offloaded segment (deletion lag passed)")
                         }
                         Err(e) => {
@@ -468,10 +501,14 @@ impl Offloader {
                     }
                 }
             }
+            if let Err(e) = self.apply_retention(&topic, now).await {
+                error!(topic = %topic.name(), error = %e, "retention could not delete segments; it tries again");
+            }
             if pass % REEVALUATE_EVERY == 0 {
                 self.evaluate(topic.name());
             }
         }
+        self.drain_deletions_in_background();
     }
 
     /// Runs until `stop` resolves: seal notifications and the periodic sweep.

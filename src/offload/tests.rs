@@ -1,6 +1,8 @@
-//! The offloader against the `filesystem` store in a temporary directory: offloads commit to
-//! the catalog, and attempts a crash interrupted are settled against it at the next start —
-//! rolled forward when the catalog recorded them, rolled back and redone when it did not.
+//! The offloader against the `filesystem` store in a temporary directory, and against the
+//! in-memory store with injected faults: offloads commit to the catalog, and attempts a crash
+//! interrupted are settled against it at the next start — rolled forward when the catalog
+//! recorded them, rolled back and redone when it did not; deletions are recorded first and
+//! finished once the store lets them.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,17 +15,24 @@ use crate::metrics::Metrics;
 use crate::name::TopicName;
 use crate::store::ObjectStore;
 use crate::store::dir::DirStore;
+use crate::store::faulty::{FaultyStore, Op};
+use crate::store::memory::MemoryStore;
 
 struct Fixture {
     _dir: tempfile::TempDir,
     data: std::path::PathBuf,
     log: Arc<LocalLog>,
-    store: Arc<DirStore>,
+    store: Arc<dyn ObjectStore>,
     config: OffloadConfig,
     topic: Arc<Topic>,
 }
 
 fn fixture() -> Fixture {
+    fixture_on(|dir| Arc::new(DirStore::open(&dir.join("store")).unwrap()))
+}
+
+/// A fixture over the store `make` builds in the fixture's directory.
+fn fixture_on(make: impl FnOnce(&std::path::Path) -> Arc<dyn ObjectStore>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (log, _) = LocalLog::open(&data, RolloverPolicy::default()).unwrap();
@@ -38,7 +47,7 @@ fn fixture() -> Fixture {
             .unwrap();
         topic.seal_now(SystemTime::now()).unwrap();
     }
-    let store = Arc::new(DirStore::open(&dir.path().join("store")).unwrap());
+    let store = make(dir.path());
     Fixture {
         data,
         log,
@@ -273,4 +282,218 @@ async fn a_failing_segment_backs_off_and_does_not_hold_up_the_ones_after_it() {
     assert_eq!(settled(&o, f.topic.name()).await.status, State::Success);
     assert!(f.topic.snapshot().sealed[0].offloaded());
     assert!(o.failing_segments(f.topic.name()).is_empty());
+}
+
+/// Every object key under the topic's prefix.
+async fn objects_of(f: &Fixture, topic: &TopicName) -> Vec<String> {
+    f.store
+        .list(&Layout::new("").topic_prefix(topic))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
+async fn catalog_ids(f: &Fixture, topic: &TopicName) -> Vec<u64> {
+    let reader = Catalog::new(f.store.clone(), "");
+    reader.load().await.unwrap();
+    reader.state().segments(topic).map(|s| s.id).collect()
+}
+
+fn keep_nothing_sealed(o: &Offloader, topic: &TopicName) {
+    o.policies()
+        .update(&topic.namespace_name(), |p| {
+            p.retention = Some(RetentionPolicy {
+                time_minutes: 0,
+                size_mb: 0,
+            })
+        })
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_a_segment_everywhere() {
+    let f = fixture();
+    let o = offloader(&f);
+    o.recover().await;
+    o.offload_before(f.topic.name(), 2).unwrap();
+    offloaded_segment_1(&f.topic).await;
+    assert_eq!(settled(&o, f.topic.name()).await.status, State::Success);
+    assert_eq!(objects_of(&f, f.topic.name()).await.len(), 2);
+    assert_eq!(catalog_ids(&f, f.topic.name()).await, [1]);
+    keep_nothing_sealed(&o, f.topic.name());
+    let picked = o
+        .apply_retention(&f.topic, crate::log::to_millis(SystemTime::now()) + 1)
+        .await
+        .unwrap();
+    assert_eq!(picked, 2, "both sealed segments are past a 0/0 retention");
+    assert!(
+        f.topic.snapshot().sealed.is_empty(),
+        "gone from the log at once"
+    );
+    o.drain_deletions().await.unwrap();
+    assert!(f.topic.deleting().is_empty());
+    assert!(objects_of(&f, f.topic.name()).await.is_empty());
+    assert!(catalog_ids(&f, f.topic.name()).await.is_empty());
+    for id in [1, 2] {
+        assert!(!f.topic.sealed_data_path(id).exists(), "local copy of {id}");
+    }
+    assert_eq!(f.topic.snapshot().active.id, 3, "the active segment stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_a_crash_interrupted_is_finished_at_the_next_start() {
+    let f = fixture();
+    let o = offloader(&f);
+    o.recover().await;
+    o.offload_before(f.topic.name(), 3).unwrap();
+    offloaded(&f.topic).await;
+    // The local record is written, then the process dies before the bucket is touched.
+    f.topic.begin_delete(&[1], || None).unwrap();
+    drop(o);
+    let (log, _) = LocalLog::open(&f.data, RolloverPolicy::default()).unwrap();
+    let log = Arc::new(log);
+    let reopened = log.topic(f.topic.name()).unwrap();
+    assert_eq!(
+        reopened
+            .snapshot()
+            .sealed
+            .iter()
+            .map(|s| s.id)
+            .collect::<Vec<_>>(),
+        [2],
+        "a segment being deleted is not shown again after a restart"
+    );
+    assert_eq!(reopened.deleting().len(), 1);
+    let restarted = Fixture {
+        log: Arc::clone(&log),
+        topic: Arc::clone(&reopened),
+        ..f
+    };
+    let o = offloader(&restarted);
+    o.recover().await;
+    o.drain_deletions().await.unwrap();
+    assert!(reopened.deleting().is_empty());
+    assert_eq!(catalog_ids(&restarted, reopened.name()).await, [2]);
+    let left = objects_of(&restarted, reopened.name()).await;
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter().all(|k| k.contains("00000000000000000002-")),
+        "{left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topic_goes_everywhere_and_its_name_can_be_used_again() {
+    let f = fixture();
+    let o = offloader(&f);
+    o.recover().await;
+    o.offload_before(f.topic.name(), 3).unwrap();
+    offloaded(&f.topic).await;
+    let name = f.topic.name().clone();
+    let tomb = f.log.delete_topic(&name).unwrap();
+    assert!(f.log.topic(&name).is_err(), "gone from the tree at once");
+    assert_eq!(tomb.segments.len(), 2);
+    // Created again before the old one's objects are gone: its segment 1 is another one.
+    let again = f.log.create_topic(&name).unwrap();
+    again
+        .append(b"new", AppendAt::Tail, SystemTime::now())
+        .unwrap();
+    again.seal_now(SystemTime::now()).unwrap();
+    o.offload_before(&name, 2).unwrap();
+    offloaded(&again).await;
+    o.drain_deletions().await.unwrap();
+    assert!(f.log.tombstones().is_empty());
+    assert!(!tomb.dir.exists());
+    assert_eq!(
+        catalog_ids(&f, &name).await,
+        [1],
+        "the new topic's segment 1 stays"
+    );
+    let new_uuid = again.sealed_segment(1).unwrap().offload.unwrap().uuid;
+    let left = objects_of(&f, &name).await;
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.iter().all(|k| k.contains(&new_uuid)), "{left:?}");
+}
+
+fn faulty_fixture() -> (Fixture, Arc<FaultyStore>) {
+    let faulty = FaultyStore::new(Arc::new(MemoryStore::default()));
+    let store = Arc::clone(&faulty);
+    (fixture_on(move |_| store), faulty)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offload_whose_upload_cannot_complete_leaves_nothing_and_succeeds_later() {
+    let (f, faulty) = faulty_fixture();
+    let o = offloader(&f);
+    o.recover().await;
+    faulty.fail(Op::CompleteMultipart, ".seg", Some(1));
+    o.offload_before(f.topic.name(), 2).unwrap();
+    let status = settled(&o, f.topic.name()).await;
+    assert_eq!(status.status, State::Error, "{status:?}");
+    assert!(
+        f.topic.sealed_segment(1).unwrap().offload.is_none(),
+        "intent cleared"
+    );
+    assert!(
+        objects_of(&f, f.topic.name()).await.is_empty(),
+        "nothing left behind"
+    );
+    assert!(
+        f.store.list_multipart("").await.unwrap().is_empty(),
+        "upload aborted"
+    );
+    assert!(catalog_ids(&f, f.topic.name()).await.is_empty());
+    o.offload_before(f.topic.name(), 2).unwrap();
+    assert_eq!(settled(&o, f.topic.name()).await.status, State::Success);
+    assert_eq!(catalog_ids(&f, f.topic.name()).await, [1]);
+    assert_eq!(objects_of(&f, f.topic.name()).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_the_store_refuses_stays_recorded_and_is_finished_once_it_answers() {
+    let (f, faulty) = faulty_fixture();
+    let o = offloader(&f);
+    o.recover().await;
+    o.offload_before(f.topic.name(), 3).unwrap();
+    offloaded(&f.topic).await;
+    faulty.fail(Op::Delete, ".seg", None);
+    keep_nothing_sealed(&o, f.topic.name());
+    o.apply_retention(&f.topic, crate::log::to_millis(SystemTime::now()) + 1)
+        .await
+        .unwrap();
+    assert!(
+        o.drain_deletions().await.is_err(),
+        "the store refuses the deletes"
+    );
+    assert!(f.topic.snapshot().sealed.is_empty());
+    assert_eq!(f.topic.deleting().len(), 2, "still recorded");
+    assert!(
+        catalog_ids(&f, f.topic.name()).await.is_empty(),
+        "gone from the catalog first"
+    );
+    assert_eq!(objects_of(&f, f.topic.name()).await.len(), 4);
+    faulty.heal();
+    o.drain_deletions().await.unwrap();
+    assert!(f.topic.deleting().is_empty());
+    assert!(objects_of(&f, f.topic.name()).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_waits_out_a_store_that_fails_to_give_the_catalog() {
+    let (f, faulty) = faulty_fixture();
+    let o = offloader(&f);
+    o.recover().await;
+    o.offload_before(f.topic.name(), 2).unwrap();
+    offloaded_segment_1(&f.topic).await;
+    faulty.fail(Op::Get, "head.json", Some(3));
+    let restarted = offloader(&f);
+    tokio::time::timeout(Duration::from_secs(30), restarted.recover())
+        .await
+        .expect("recovery gets through once the store answers");
+    assert!(faulty.injected.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    restarted.offload_before(f.topic.name(), 3).unwrap();
+    offloaded(&f.topic).await;
+    assert_eq!(catalog_ids(&f, f.topic.name()).await, [1, 2]);
 }

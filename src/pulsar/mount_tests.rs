@@ -167,7 +167,10 @@ fn index_objects_are_kept_and_not_read_again() {
         .unwrap();
     let requests = store.requests.load(std::sync::atomic::Ordering::SeqCst) - before;
     assert_eq!(second.shown().count(), 20);
-    assert_eq!(requests, 1, "one listing, no index object read again");
+    assert_eq!(
+        requests, 2,
+        "one listing of objects and one of uploads, no index object read again"
+    );
 }
 
 /// A ledger written in small blocks (so with padding), uploaded, and its reader.

@@ -1,5 +1,7 @@
-//! An in-memory [`ObjectStore`] for unit tests of logic above the store: it counts requests and
-//! can be told to fail or to stall. Never used by a mount.
+//! An in-memory [`ObjectStore`] for unit tests of logic above the store: objects, their
+//! metadata and multipart uploads (parts kept until completed or aborted, as S3 keeps them). It
+//! counts requests and can be told to fail or to stall; [`super::faulty::FaultyStore`] fails
+//! chosen operations of any store. Never used by a mount.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -28,6 +30,16 @@ pub struct MemoryStore {
     /// Bytes per buffer of a streamed GET (0: 1 MiB), to cut records anywhere in tests.
     pub stream_frame: std::sync::atomic::AtomicUsize,
     pub stall: Mutex<Option<Duration>>,
+    uploads: Mutex<HashMap<String, Upload>>,
+    next_upload: AtomicU64,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug)]
+struct Upload {
+    key: String,
+    parts: std::collections::BTreeMap<i32, Bytes>,
+    initiated: std::time::SystemTime,
 }
 
 impl MemoryStore {
@@ -38,10 +50,15 @@ impl MemoryStore {
             .insert(key.to_string(), data.into());
     }
 
-    fn object(&self, key: &str) -> Result<Bytes, StoreError> {
+    fn check_failing(&self) -> Result<(), StoreError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Transient("injected failure".into()));
         }
+        Ok(())
+    }
+
+    fn object(&self, key: &str) -> Result<Bytes, StoreError> {
+        self.check_failing()?;
         self.objects
             .lock()
             .unwrap()
@@ -62,8 +79,16 @@ impl MemoryStore {
     }
 }
 
-fn unsupported() -> StoreError {
-    StoreError::Other("not supported by the memory store".into())
+/// The upload `upload_id` of `key`; S3's NoSuchUpload (a 404) otherwise.
+fn open_upload<'a>(
+    uploads: &'a mut HashMap<String, Upload>,
+    key: &str,
+    upload_id: &str,
+) -> Result<&'a mut Upload, StoreError> {
+    uploads
+        .get_mut(upload_id)
+        .filter(|u| u.key == key)
+        .ok_or_else(|| StoreError::NotFound(format!("upload {upload_id} of {key}")))
 }
 
 #[async_trait]
@@ -144,31 +169,89 @@ impl ObjectStore for MemoryStore {
             })
             .collect())
     }
-    async fn create_multipart(&self, _key: &str) -> Result<String, StoreError> {
-        Err(unsupported())
+    async fn create_multipart(&self, key: &str) -> Result<String, StoreError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.check_failing()?;
+        let id = format!("upload-{}", self.next_upload.fetch_add(1, Ordering::SeqCst));
+        self.uploads.lock().unwrap().insert(
+            id.clone(),
+            Upload {
+                key: key.to_string(),
+                parts: Default::default(),
+                initiated: std::time::SystemTime::now(),
+            },
+        );
+        Ok(id)
     }
     async fn upload_part(
         &self,
-        _: &str,
-        _: &str,
-        _: i32,
-        _: Bytes,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
     ) -> Result<UploadedPart, StoreError> {
-        Err(unsupported())
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.check_failing()?;
+        let mut uploads = self.uploads.lock().unwrap();
+        let upload = open_upload(&mut uploads, key, upload_id)?;
+        let etag = super::content_etag(&body);
+        self.put_bytes
+            .fetch_add(body.len() as u64, Ordering::SeqCst);
+        upload.parts.insert(number, body);
+        Ok(UploadedPart { number, etag })
     }
     async fn complete_multipart(
         &self,
-        _: &str,
-        _: &str,
-        _: Vec<UploadedPart>,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<UploadedPart>,
     ) -> Result<(), StoreError> {
-        Err(unsupported())
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.check_failing()?;
+        let mut uploads = self.uploads.lock().unwrap();
+        let upload = open_upload(&mut uploads, key, upload_id)?;
+        let mut whole = Vec::new();
+        for part in &parts {
+            let body = upload
+                .parts
+                .get(&part.number)
+                .filter(|body| super::content_etag(body) == part.etag)
+                .ok_or_else(|| {
+                    StoreError::Other(format!(
+                        "InvalidPart: part {} of {key} was not uploaded as listed",
+                        part.number
+                    ))
+                })?;
+            whole.extend_from_slice(body);
+        }
+        uploads.remove(upload_id);
+        drop(uploads);
+        self.insert(key, whole);
+        Ok(())
     }
-    async fn abort_multipart(&self, _: &str, _: &str) -> Result<(), StoreError> {
-        Err(unsupported())
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.check_failing()?;
+        let mut uploads = self.uploads.lock().unwrap();
+        open_upload(&mut uploads, key, upload_id)?;
+        uploads.remove(upload_id);
+        Ok(())
     }
-    async fn list_multipart(&self, _: &str) -> Result<Vec<PendingUpload>, StoreError> {
-        Ok(Vec::new())
+    async fn list_multipart(&self, prefix: &str) -> Result<Vec<PendingUpload>, StoreError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.check_failing()?;
+        Ok(self
+            .uploads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, u)| u.key.starts_with(prefix))
+            .map(|(id, u)| PendingUpload {
+                key: u.key.clone(),
+                upload_id: id.clone(),
+                initiated: Some(u.initiated),
+            })
+            .collect())
     }
     async fn get_range_stream(
         &self,
@@ -212,4 +295,50 @@ fn into_pieces(data: &[u8], piece: usize) -> Vec<Bytes> {
     data.chunks(piece.max(1))
         .map(Bytes::copy_from_slice)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn multipart_uploads_complete_in_part_order_and_abort_cleanly() {
+        let store = MemoryStore::default();
+        let id = store.create_multipart("a/b").await.unwrap();
+        let second = store
+            .upload_part("a/b", &id, 2, Bytes::from_static(b"world"))
+            .await
+            .unwrap();
+        let first = store
+            .upload_part("a/b", &id, 1, Bytes::from_static(b"hello "))
+            .await
+            .unwrap();
+        assert_eq!(store.list_multipart("a/").await.unwrap().len(), 1);
+        assert!(
+            store.get("a/b").await.is_err(),
+            "not visible before completion"
+        );
+        store
+            .complete_multipart("a/b", &id, vec![first, second])
+            .await
+            .unwrap();
+        assert_eq!(store.get("a/b").await.unwrap(), "hello world");
+        assert!(store.list_multipart("").await.unwrap().is_empty());
+
+        let id = store.create_multipart("a/c").await.unwrap();
+        let part = store
+            .upload_part("a/c", &id, 1, Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        store.abort_multipart("a/c", &id).await.unwrap();
+        assert!(matches!(
+            store.complete_multipart("a/c", &id, vec![part]).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.abort_multipart("a/c", &id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(store.get("a/c").await.is_err());
+    }
 }

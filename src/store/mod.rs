@@ -7,6 +7,8 @@
 
 pub mod dir;
 #[cfg(test)]
+pub mod faulty;
+#[cfg(test)]
 pub mod memory;
 pub mod s3;
 
