@@ -121,6 +121,10 @@ struct RecoverArgs {
     /// The broker.conf-style properties file naming the bucket and prefix
     #[arg(long)]
     config: PathBuf,
+    /// How long a deleted segment's objects (retention, topics truncate/delete) stay in the
+    /// bucket after the deletion is recorded, so that read-only mounts stop showing it first
+    #[arg(long, default_value = "30s", value_parser = tierfs::units::parse_duration)]
+    deletion_grace: std::time::Duration,
     /// Log filter, e.g. `info` or `tierfs=debug` (RUST_LOG works too)
     #[arg(long, env = "TIERFS_LOG", default_value = "warn")]
     log: String,
@@ -184,6 +188,10 @@ struct MountArgs {
     /// a --pulsar mount lists the bucket again)
     #[arg(long, default_value = "5s", value_parser = parse_refresh_interval)]
     refresh_interval: std::time::Duration,
+    /// How long a deleted segment's objects (retention, topics truncate/delete) stay in the
+    /// bucket after the deletion is recorded, so that read-only mounts stop showing it first
+    #[arg(long, default_value = "30s", value_parser = tierfs::units::parse_duration)]
+    deletion_grace: std::time::Duration,
     /// Log filter, e.g. `info` or `tierfs=debug` (RUST_LOG works too)
     #[arg(long, env = "TIERFS_LOG", default_value = "info")]
     log: String,
@@ -246,6 +254,7 @@ fn main() -> ExitCode {
                 },
                 read_only: args.read_only,
                 refresh_interval: args.refresh_interval,
+                deletion_grace: args.deletion_grace,
                 take_over: args.take_over,
                 pulsar: args.pulsar,
             };

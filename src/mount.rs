@@ -49,6 +49,8 @@ pub struct MountOptions {
     pub read_only: bool,
     /// How often a read-only mount looks for changes in the bucket.
     pub refresh_interval: Duration,
+    /// How long a deleted segment's objects stay in the bucket after the deletion is recorded.
+    pub deletion_grace: Duration,
     /// Take the prefix's writer lease even from a writer that looks alive.
     pub take_over: bool,
     /// Show the ledgers Pulsar's own offloader left in the bucket, read-only.
@@ -164,6 +166,7 @@ pub fn run(options: MountOptions) -> Result<(), MountError> {
             take_over: options.take_over,
         },
     );
+    offloader.set_deletion_grace(options.deletion_grace);
     if let Some(lease) = lease {
         offloader.hold_lease(lease);
     }

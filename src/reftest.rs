@@ -241,6 +241,7 @@ impl System {
             ))
         };
         offloader.attach_view(Arc::clone(&fs) as Arc<dyn MountView>);
+        offloader.set_deletion_grace(Duration::ZERO);
         runtime.block_on(offloader.recover());
         self.mount = Some(Mount {
             runtime,

@@ -1,5 +1,5 @@
 //! Sizes and durations as pulsar-admin writes them: `10M`, `16G`, `100K`, `4096` (powers of
-//! 1024, any case); `30s`, `10m`, `5h`, `3d`, `2w`, `1y` (seconds when bare).
+//! 1024, any case); `30s`, `10m`, `5h`, `3d`, `2w`, `1y` (seconds when bare), and `500ms`.
 
 /// Bytes in a size string; negative values pass (Pulsar's "-1 disables").
 pub fn parse_size(text: &str) -> Result<i64, String> {
@@ -26,6 +26,9 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 /// Milliseconds in a relative time string.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let lower = text.trim().to_ascii_lowercase();
+    if let Some(ms) = lower.strip_suffix("ms") {
+        return ms.parse().map_err(|_| format!("Invalid time '{text}'"));
+    }
     let last = lower
         .chars()
         .last()
@@ -72,6 +75,8 @@ mod tests {
         assert_eq!(parse_duration_ms("10m").unwrap(), 600_000);
         assert_eq!(parse_duration_ms("2w").unwrap(), 14 * 86_400_000);
         assert_eq!(parse_duration_ms("30").unwrap(), 30_000);
+        assert_eq!(parse_duration_ms("500ms").unwrap(), 500);
+        assert!(parse_duration_ms("ms").is_err());
         assert!(
             parse_duration_ms("5x")
                 .unwrap_err()

@@ -27,6 +27,11 @@ fn config(store: &str, entries_per_segment: u32) -> String {
     )
 }
 
+/// A writer mount whose deleted segments' objects go at once (`--deletion-grace 0s`).
+fn writer(config: &str) -> TestMount {
+    TestMount::start_with(config, &[], &["--deletion-grace", "0s"])
+}
+
 fn segment_ids(topic: &Path) -> Vec<u64> {
     listing(topic)
         .iter()
@@ -71,7 +76,7 @@ fn retention_by_size_deletes_the_oldest_segments_everywhere() {
     let s3 = S3Env::get();
     let prefix = unique_prefix("retention-size");
     let store = s3.config(&prefix);
-    let m = TestMount::start(&config(&store, 2));
+    let m = TestMount::start_with(&config(&store, 2), &[], &["--deletion-grace", "10s"]);
     let probe = StoreProbe::new(&store, &m.data);
     let topic = m.topic("t/ns/sized");
     // Five sealed segments of 512 KiB (2.5 MiB), nothing in the active one.
@@ -84,6 +89,15 @@ fn retention_by_size_deletes_the_oldest_segments_everywhere() {
     assert_eq!(
         m.admin_ok(&["namespaces", "get-retention", "t/ns"]),
         "null\n"
+    );
+    // A reader of the bucket, as on another host.
+    let reader =
+        TestMount::start_with(&store, &[], &["--read-only", "--refresh-interval", "500ms"]);
+    let seen = reader.mnt.join("t/ns/sized");
+    wait_for(
+        "the reader to see every segment",
+        Duration::from_secs(10),
+        || segment_ids(&seen) == [1, 2, 3, 4, 5],
     );
 
     m.admin_ok(&[
@@ -106,9 +120,23 @@ fn retention_by_size_deletes_the_oldest_segments_everywhere() {
         || segment_ids(&topic) == [4, 5],
     );
     assert_eq!(cat_all(&topic), written[6 * (256 << 10)..]);
-    wait_for("their objects to go", Duration::from_secs(30), || {
-        ids_in_bucket(&probe, &prefix, "t/ns/sized") == [4, 5].into()
+    // The catalog drops them at once; the reader follows within its refresh, while their
+    // objects stay for the deletion grace: it never shows a segment whose objects are gone.
+    assert_eq!(ids_in_catalog(&probe, &prefix, "t/ns/sized"), [4, 5].into());
+    wait_for("the reader to drop them", Duration::from_secs(5), || {
+        segment_ids(&seen) == [4, 5]
     });
+    assert_eq!(
+        ids_in_bucket(&probe, &prefix, "t/ns/sized"),
+        (1..=5).collect(),
+        "objects deleted before the grace"
+    );
+    assert_eq!(cat_all(&seen), written[6 * (256 << 10)..]);
+    wait_for(
+        "their objects to go after the grace",
+        Duration::from_secs(30),
+        || ids_in_bucket(&probe, &prefix, "t/ns/sized") == [4, 5].into(),
+    );
     assert_eq!(ids_in_catalog(&probe, &prefix, "t/ns/sized"), [4, 5].into());
     let stats = m.admin_ok(&["topics", "stats-internal", "t/ns/sized"]);
     assert!(!stats.contains("\"ledgerId\": 3,"), "{stats}");
@@ -146,7 +174,7 @@ fn the_brokers_default_retention_time_deletes_segments_sealed_longer_ago() {
     let s3 = S3Env::get();
     let prefix = unique_prefix("retention-time");
     let store = s3.config(&prefix);
-    let m = TestMount::start(&format!(
+    let m = writer(&format!(
         "defaultRetentionTimeInMinutes=1\n{}",
         config(&store, 1)
     ));
@@ -179,7 +207,7 @@ fn truncate_and_delete_remove_a_topics_segments_and_objects() {
     let s3 = S3Env::get();
     let prefix = unique_prefix("truncate");
     let store = s3.config(&prefix);
-    let m = TestMount::start(&config(&store, 2));
+    let m = writer(&config(&store, 2));
     let probe = StoreProbe::new(&store, &m.data);
     let topic = m.topic("t/ns/cut");
     append_patterns(&topic.join("active"), 0..7, 1000);
@@ -252,7 +280,7 @@ fn a_deletion_interrupted_by_kill_9_is_finished_after_the_restart() {
     let s3 = OwnS3::start();
     let prefix = unique_prefix("deletion-kill");
     let store = s3.config(&prefix);
-    let mut m = TestMount::start(&config(&store, 2));
+    let mut m = writer(&config(&store, 2));
     let probe = StoreProbe::new(&store, &m.data);
     let cut = m.topic("t/ns/cut");
     let gone = m.topic("t/ns/gone");
@@ -328,7 +356,7 @@ fn is_contiguous_run(out: &[u8]) -> bool {
 fn cat_of_a_topic_shows_a_suffix_of_the_log_while_retention_deletes() {
     let s3 = S3Env::get();
     let prefix = unique_prefix("retention-cat");
-    let m = TestMount::start(&config(&s3.config(&prefix), 4));
+    let m = writer(&config(&s3.config(&prefix), 4));
     let topic = m.topic("t/ns/rolling");
     // Segments of 64 KiB; retention keeps at least 1 MiB, so segments go continually.
     m.admin_ok(&[

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use tracing::{error, warn};
 
-use super::manifest::{Manifest, SealedSegment};
+use super::manifest::{DeletedSegment, Manifest, SealedSegment};
 use super::rollover::RolloverPolicy;
 use super::segment::RecoveryReport;
 use super::topic::{CREATING_PREFIX, SealListener, Topic};
@@ -40,8 +40,8 @@ pub struct TopicTombstone {
     /// The topic's directory, moved under `<data-dir>/deleting/`.
     pub dir: PathBuf,
     pub topic: TopicName,
-    /// Every segment it had, sealed or already being deleted, oldest first.
-    pub segments: Vec<SealedSegment>,
+    /// Every segment it had, oldest first.
+    pub segments: Vec<DeletedSegment>,
 }
 
 pub struct LocalLog {
@@ -325,11 +325,7 @@ impl LocalLog {
             .get(&name.topic)
             .cloned()
             .ok_or_else(|| LogError::NotFound(format!("topic {name}")))?;
-        topic.retire()?;
-        let snapshot = topic.snapshot();
-        let mut segments = topic.deleting();
-        segments.extend(snapshot.sealed);
-        segments.sort_by_key(|s| s.id);
+        let segments = topic.retire(SystemTime::now())?;
         std::fs::create_dir_all(&self.graveyard).map_err(io_error(&self.graveyard, "create"))?;
         let tomb = self
             .graveyard
@@ -373,9 +369,7 @@ impl LocalLog {
                 let _ = std::fs::remove_dir_all(&dir);
                 continue;
             };
-            let mut segments = manifest.deleting;
-            segments.extend(manifest.sealed);
-            segments.sort_by_key(|s| s.id);
+            let segments = manifest.deleting;
             found.push(TopicTombstone {
                 dir,
                 topic,

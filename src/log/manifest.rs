@@ -102,10 +102,19 @@ pub struct Manifest {
     /// Oldest first.
     pub sealed: Vec<SealedSegment>,
     pub active: ActiveRef,
-    /// Segments being deleted (retention, truncate): gone from the log already, their local
-    /// files and objects removed next; a restart finishes what a crash interrupted.
+    /// Segments being deleted (retention, truncate, the whole topic): gone from the log
+    /// already, their local files and objects removed next; a restart finishes what a crash
+    /// interrupted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub deleting: Vec<SealedSegment>,
+    pub deleting: Vec<DeletedSegment>,
+}
+
+/// A segment taken out of the log for deletion, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedSegment {
+    #[serde(flatten)]
+    pub segment: SealedSegment,
+    pub deleted_ms: u64,
 }
 
 impl Manifest {

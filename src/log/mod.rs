@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 pub use index::IndexRecord;
 pub use local::{LocalLog, OpenReport, TopicTombstone};
 pub use lock::DataDirLock;
-pub use manifest::{OffloadRecord, SealedSegment, from_millis as manifest_time, to_millis};
+pub use manifest::{
+    DeletedSegment, OffloadRecord, SealedSegment, from_millis as manifest_time, to_millis,
+};
 pub use rollover::{RolloverPolicy, RolloverReason};
 pub use segment::{RecoveryReport, data_file_name, parse_data_file_name};
 pub use topic::{ActiveInfo, AppendAt, Appended, SealListener, Topic, TopicSnapshot};

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use lru::LruCache;
 use tracing::{error, info, warn};
 
-use super::manifest::{ActiveRef, Manifest, SealedSegment, from_millis, to_millis};
+use super::manifest::{ActiveRef, DeletedSegment, Manifest, SealedSegment, from_millis, to_millis};
 use super::rollover::{RolloverPolicy, RolloverReason};
 use super::segment::{self, ActiveSegment, RecoveryReport};
 use super::{LogError, io_error, sync_dir};
@@ -479,6 +479,7 @@ impl Topic {
         &self,
         ids: &[u64],
         held: impl FnOnce() -> Option<u64>,
+        now: SystemTime,
     ) -> Result<Vec<SealedSegment>, LogError> {
         let mut state = self.live()?;
         let floor = held().unwrap_or(u64::MAX);
@@ -491,8 +492,13 @@ impl Topic {
             return Ok(taken);
         }
         manifest.sealed = kept;
-        manifest.deleting.extend(taken.iter().cloned());
-        manifest.deleting.sort_by_key(|s| s.id);
+        manifest
+            .deleting
+            .extend(taken.iter().cloned().map(|segment| DeletedSegment {
+                segment,
+                deleted_ms: to_millis(now),
+            }));
+        manifest.deleting.sort_by_key(|d| d.segment.id);
         manifest.save(&self.dir)?;
         state.manifest = manifest;
         drop(state);
@@ -504,7 +510,7 @@ impl Topic {
     }
 
     /// The segments taken out by [`Topic::begin_delete`] whose deletion is not finished.
-    pub fn deleting(&self) -> Vec<SealedSegment> {
+    pub fn deleting(&self) -> Vec<DeletedSegment> {
         self.lock().manifest.deleting.clone()
     }
 
@@ -514,7 +520,7 @@ impl Topic {
         remove_local_files(&self.dir, id)?;
         let mut state = self.lock();
         let mut manifest = state.manifest.clone();
-        manifest.deleting.retain(|s| s.id != id);
+        manifest.deleting.retain(|d| d.segment.id != id);
         if manifest.deleting.len() == state.manifest.deleting.len() {
             return Ok(());
         }
@@ -557,10 +563,25 @@ impl Topic {
         Ok(())
     }
 
-    /// Marks the topic removed whatever it holds (`topics delete`); appends fail from then on.
-    pub(super) fn retire(&self) -> Result<(), LogError> {
-        self.live()?.removed = true;
-        Ok(())
+    /// Marks the topic removed whatever it holds (`topics delete`): appends fail from then on,
+    /// and its manifest records every sealed segment as being deleted (the record its
+    /// directory carries to `<data-dir>/deleting/`). Returns them all.
+    pub(super) fn retire(&self, now: SystemTime) -> Result<Vec<DeletedSegment>, LogError> {
+        let mut state = self.live()?;
+        let mut manifest = state.manifest.clone();
+        let sealed = std::mem::take(&mut manifest.sealed);
+        manifest
+            .deleting
+            .extend(sealed.into_iter().map(|segment| DeletedSegment {
+                segment,
+                deleted_ms: to_millis(now),
+            }));
+        manifest.deleting.sort_by_key(|d| d.segment.id);
+        manifest.save(&self.dir)?;
+        let all = manifest.deleting.clone();
+        state.manifest = manifest;
+        state.removed = true;
+        Ok(all)
     }
 
     /// Undoes [`Topic::mark_removed`] when the directory could not be removed.

@@ -10,7 +10,9 @@
 //! 2. **Catalog**: one commit of `SegmentDeleted` (with the offload's uuid) for every segment
 //!    that has objects, under the topic's lock, so no offload of the topic commits in between.
 //!    Read-only mounts stop showing the segments at their next refresh.
-//! 3. **Objects**: the data and index objects are deleted (a multipart upload still open is
+//! 3. **Objects**: once the deletion grace has passed since step 1 (`--deletion-grace`, 30 s:
+//!    read-only mounts refresh well within it, so none shows a segment whose objects are
+//!    gone), the data and index objects are deleted (a multipart upload still open is
 //!    aborted). An object that a file handle of this mount still reads waits until the handle
 //!    is closed, as an unlinked file stays readable while open.
 //! 4. **Local files**, then the record (or the topic's directory) goes.
@@ -28,7 +30,7 @@ use tracing::{error, info, warn};
 use super::OffloadError;
 use super::service::{Offloader, blocking, now_ms};
 use crate::catalog::Change;
-use crate::log::{LogError, SealedSegment, Topic, TopicTombstone};
+use crate::log::{DeletedSegment, LogError, Topic, TopicTombstone};
 use crate::name::TopicName;
 use crate::store::StoreError;
 
@@ -51,6 +53,17 @@ pub trait MountView: Send + Sync {
 }
 
 impl Offloader {
+    /// How long a deleted segment's objects stay in the bucket after its deletion is
+    /// recorded (`--deletion-grace`), so that read-only mounts stop showing it first.
+    pub fn set_deletion_grace(&self, grace: Duration) {
+        self.deletion_grace_ms
+            .store(grace.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn deletion_grace(&self) -> Duration {
+        Duration::from_millis(self.deletion_grace_ms.load(Ordering::Relaxed))
+    }
+
     /// Tells deletion about the mounted filesystem (after it is mounted).
     pub fn attach_view(&self, view: Arc<dyn MountView>) {
         let _ = self.view.set(view);
@@ -115,7 +128,8 @@ impl Offloader {
         held: impl Fn() -> Option<u64> + Send + 'static,
     ) -> Result<usize, OffloadError> {
         let t = Arc::clone(topic);
-        let taken = blocking(move || t.begin_delete(&ids, held)).await?;
+        let taken =
+            blocking(move || t.begin_delete(&ids, held, std::time::SystemTime::now())).await?;
         for segment in &taken {
             self.tell_view(|v| v.segment_gone(topic.name(), segment.id));
         }
@@ -193,16 +207,21 @@ impl Offloader {
     async fn delete_from_bucket(
         &self,
         topic: &TopicName,
-        segments: &[SealedSegment],
+        segments: &[DeletedSegment],
     ) -> Result<Vec<u64>, OffloadError> {
         let mut done: Vec<u64> = segments
             .iter()
-            .filter(|s| s.offload.is_none())
-            .map(|s| s.id)
+            .filter(|d| d.segment.offload.is_none())
+            .map(|d| d.segment.id)
             .collect();
         let with_objects: Vec<_> = segments
             .iter()
-            .filter_map(|s| s.offload.as_ref().map(|r| (s.id, r)))
+            .filter_map(|d| {
+                d.segment
+                    .offload
+                    .as_ref()
+                    .map(|r| (d.segment.id, d.deleted_ms, r))
+            })
             .collect();
         if with_objects.is_empty() {
             return Ok(done);
@@ -216,12 +235,12 @@ impl Offloader {
             let state = self.catalog.state();
             let changes: Vec<Change> = with_objects
                 .iter()
-                .filter(|(id, record)| {
+                .filter(|(id, _, record)| {
                     state
                         .segment(topic, *id)
                         .is_some_and(|entry| entry.uuid == record.uuid)
                 })
-                .map(|(id, record)| Change::SegmentDeleted {
+                .map(|(id, _, record)| Change::SegmentDeleted {
                     topic: topic.to_string(),
                     id: *id,
                     uuid: Some(record.uuid.clone()),
@@ -232,7 +251,12 @@ impl Offloader {
                 self.catalog.commit(changes).await?;
             }
         }
-        for (id, record) in with_objects {
+        let grace = self.deletion_grace();
+        for (id, deleted_ms, record) in with_objects {
+            if now_ms() < deleted_ms.saturating_add(grace.as_millis() as u64) {
+                // Read-only mounts of the bucket stop showing it at their next refresh first.
+                continue;
+            }
             if self
                 .view
                 .get()

@@ -28,6 +28,8 @@ use crate::store::ObjectStore;
 const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 /// How often automatic offload is re-evaluated for every topic (age thresholds, retries).
 const REEVALUATE_EVERY: u32 = 15;
+/// How long a deleted segment's objects stay after its deletion is recorded, by default.
+pub const DEFAULT_DELETION_GRACE: Duration = Duration::from_secs(30);
 
 pub struct Offloader {
     /// False until the catalog is read and reconciled: new offloads wait for it.
@@ -67,6 +69,8 @@ pub struct Offloader {
     pub(super) deletion_failures: std::sync::atomic::AtomicU32,
     /// Deleted segments whose objects wait for open files, already said so in the log.
     pub(super) deferred: Mutex<std::collections::HashSet<String>>,
+    /// `--deletion-grace`, in milliseconds (`deletion.rs`).
+    pub(super) deletion_grace_ms: AtomicU64,
 }
 
 /// How this mount takes the prefix's writer lease.
@@ -131,6 +135,7 @@ impl Offloader {
             deletions_due: AtomicU64::new(0),
             deletion_failures: std::sync::atomic::AtomicU32::new(0),
             deferred: Mutex::new(std::collections::HashSet::new()),
+            deletion_grace_ms: AtomicU64::new(DEFAULT_DELETION_GRACE.as_millis() as u64),
         });
         let weak = Arc::downgrade(&offloader);
         offloader.catalog.guard_commits(Arc::new(move || {

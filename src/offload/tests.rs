@@ -60,7 +60,7 @@ fn fixture_on(make: impl FnOnce(&std::path::Path) -> Arc<dyn ObjectStore>) -> Fi
 
 fn offloader(f: &Fixture) -> Arc<Offloader> {
     let catalog = Catalog::new(f.store.clone(), "");
-    Offloader::new(
+    let o = Offloader::new(
         Arc::clone(&f.log),
         catalog,
         f.config.clone(),
@@ -70,7 +70,9 @@ fn offloader(f: &Fixture) -> Arc<Offloader> {
             data_dir: f.data.clone(),
             take_over: false,
         },
-    )
+    );
+    o.set_deletion_grace(Duration::ZERO);
+    o
 }
 
 async fn offloaded(topic: &Topic) {
@@ -350,7 +352,9 @@ async fn a_deletion_a_crash_interrupted_is_finished_at_the_next_start() {
     o.offload_before(f.topic.name(), 3).unwrap();
     offloaded(&f.topic).await;
     // The local record is written, then the process dies before the bucket is touched.
-    f.topic.begin_delete(&[1], || None).unwrap();
+    f.topic
+        .begin_delete(&[1], || None, SystemTime::now())
+        .unwrap();
     drop(o);
     let (log, _) = LocalLog::open(&f.data, RolloverPolicy::default()).unwrap();
     let log = Arc::new(log);
@@ -496,4 +500,35 @@ async fn recovery_waits_out_a_store_that_fails_to_give_the_catalog() {
     restarted.offload_before(f.topic.name(), 3).unwrap();
     offloaded(&f.topic).await;
     assert_eq!(catalog_ids(&f, f.topic.name()).await, [1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_segments_objects_stay_for_the_grace_after_the_catalog_drops_it() {
+    let f = fixture();
+    let o = offloader(&f);
+    o.set_deletion_grace(Duration::from_millis(1500));
+    o.recover().await;
+    o.offload_before(f.topic.name(), 2).unwrap();
+    offloaded_segment_1(&f.topic).await;
+    keep_nothing_sealed(&o, f.topic.name());
+    o.apply_retention(&f.topic, crate::log::to_millis(SystemTime::now()) + 1)
+        .await
+        .unwrap();
+    o.drain_deletions().await.unwrap();
+    assert!(
+        catalog_ids(&f, f.topic.name()).await.is_empty(),
+        "readers drop it at once"
+    );
+    assert_eq!(
+        objects_of(&f, f.topic.name()).await.len(),
+        2,
+        "its objects stay a while"
+    );
+    // Segment 2 was never offloaded: it is gone already; segment 1's objects wait.
+    let waiting: Vec<u64> = f.topic.deleting().iter().map(|d| d.segment.id).collect();
+    assert_eq!(waiting, [1]);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    o.drain_deletions().await.unwrap();
+    assert!(objects_of(&f, f.topic.name()).await.is_empty());
+    assert!(f.topic.deleting().is_empty());
 }
