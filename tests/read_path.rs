@@ -268,3 +268,72 @@ fn a_store_that_stops_mid_read_gives_eio_in_bounded_time_then_recovers() {
     eprintln!("EIO after {took:?} with the store down");
     let _ = Path::new("");
 }
+
+#[test]
+fn read_ahead_crosses_into_the_next_segment_only_for_a_sequential_reader_near_the_end() {
+    let s3 = S3Env::get();
+    let prefix = unique_prefix("cross-segment");
+    // Four sealed segments of 16 MiB (1 MiB entries), offloaded, local copies gone.
+    let m = TestMount::start(&config(&s3.config(&prefix), 16));
+    let dir = m.topic("t/ns/cross");
+    let status = std::process::Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            "bs=1M",
+            "count=64",
+            "oflag=append",
+            "conv=notrunc",
+            "status=none",
+        ])
+        .arg(format!("of={}", dir.join("active").display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let segments: Vec<_> = (1..=4u64)
+        .map(|id| dir.join(format!("{id:020}.seg")))
+        .collect();
+    let written: Vec<u8> = segments.iter().flat_map(|s| fs::read(s).unwrap()).collect();
+    m.admin_ok(&["topics", "offload", "-s", "0", "t/ns/cross"]);
+    assert_eq!(
+        m.admin_ok(&["topics", "offload-status", "-w", "t/ns/cross"]),
+        "Offload was a success\n"
+    );
+    wait_for("the local copies to go", Duration::from_secs(30), || {
+        segments
+            .iter()
+            .all(|s| xattr(s, "user.tierfs.local") == "no")
+    });
+    drop_page_cache();
+    let crossed = || metric(&m, "tierfs_readahead_next_segments_total");
+    assert_eq!(crossed(), 0.0);
+
+    // Reads at random never start the next segment.
+    let file = fs::File::open(&segments[0]).unwrap();
+    let mut buf = vec![0u8; 4096];
+    for i in 0..20u64 {
+        let offset = (i * 7919 * 4096) % (16 * MIB - 4096);
+        file.read_exact_at(&mut buf, offset).unwrap();
+        assert_eq!(buf, written[offset as usize..offset as usize + 4096]);
+    }
+    drop(file);
+    // Nor does a sequential read that stops far from the end.
+    let file = fs::File::open(&segments[1]).unwrap();
+    let mut head = vec![0u8; 2 * MIB as usize];
+    file.read_exact_at(&mut head, 0).unwrap();
+    drop(file);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(crossed(), 0.0, "started by a random or a short reader");
+
+    // `cat topic/*`: nearing the end of each segment starts the next one, once each.
+    drop_page_cache();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("cat {}/*.seg", dir.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout == written,
+        "cat topic/* differs from what was written"
+    );
+    assert_eq!(crossed(), 3.0, "segments 2, 3 and 4, each once");
+}
