@@ -6,7 +6,8 @@
 # `rclone serve s3` with the same objects and measures, against each server, the raw GET with
 # curl, tierfs, s3fs and `rclone mount --vfs-cache-mode full`. Writes bench/results.json,
 # docs/BENCHMARKS.md and docs/benchmarks.png.
-# Usage: scripts/bench.sh [--segment-mib N] [--runs N] [--listing N]   (defaults 128, 3, 10000)
+# Usage: scripts/bench.sh [--segment-mib N] [--runs N] [--listing N] [--big-mib N]
+#        [--topic-segments N] [--topic-segment-mib N]   (defaults 128, 3, 10000, 1024, 16, 64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null

@@ -34,7 +34,9 @@ MIB = 1 << 20
 PREFIX = "bench"
 SEGMENT_TOPIC = "bench/peers/seg"
 LISTING_TOPIC = "bench/peers/many"
-PEER_ROOT = f"{PREFIX}/bench/peers"  # the bucket prefix the peers mount: seg/ and many/
+BIG_TOPIC = "bench/peers/big"  # one large segment (1 GiB)
+CAT_TOPIC = "bench/peers/topic"  # 16 segments of 64 MiB, read with one `cat topic/*`
+PEER_ROOT = f"{PREFIX}/bench/peers"  # the bucket prefix the peers mount: seg/, big/, topic/, many/
 SYSTEMS = ["raw GET (curl)", "tierfs", "s3fs", "rclone mount"]
 
 
@@ -171,6 +173,12 @@ class TierfsMount(Mount):
     def segment(self):
         return self.mnt / SEGMENT_TOPIC / "00000000000000000001.seg"
 
+    def big(self):
+        return self.mnt / BIG_TOPIC / "00000000000000000001.seg"
+
+    def topic(self):
+        return self.mnt / CAT_TOPIC
+
     def listing(self):
         return self.mnt / LISTING_TOPIC
 
@@ -189,6 +197,12 @@ class S3fsMount(Mount):
 
     def segment(self):
         return next((self.mnt / "seg").glob("*.seg"))
+
+    def big(self):
+        return next((self.mnt / "big").glob("*.seg"))
+
+    def topic(self):
+        return self.mnt / "topic"
 
     def listing(self):
         return self.mnt / "many"
@@ -224,6 +238,12 @@ class RcloneMount(Mount):
 
     def segment(self):
         return next((self.mnt / "seg").glob("*.seg"))
+
+    def big(self):
+        return next((self.mnt / "big").glob("*.seg"))
+
+    def topic(self):
+        return self.mnt / "topic"
 
     def listing(self):
         return self.mnt / "many"
@@ -266,6 +286,33 @@ def preads(path, offsets):
     return time.monotonic() - start, sorted(latencies)
 
 
+def cat_topic(directory):
+    """MiB/s of one `cat DIR/*.seg > /dev/null`: every segment of a topic, in order."""
+    start = time.monotonic()
+    out = subprocess.run(["sh", "-c", f'cat "{directory}"/*.seg | wc -c'], check=True,
+                         capture_output=True, text=True).stdout
+    return int(out) / MIB / (time.monotonic() - start)
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def big_read(mount):
+    """(MiB/s, MiB of peak RSS over the idle process) of one cold read of the large segment."""
+    path = mount.big()
+    os.stat(path)
+    idle = rss_mib(mount.proc.pid)
+    with open(f"/proc/{mount.proc.pid}/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    _, rate = read_file(path)
+    return rate, peak_rss_mib(mount.proc.pid) - idle
+
+
 def timed(argv):
     start = time.monotonic()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
@@ -283,7 +330,14 @@ def random_summary(runs):
 
 def measure_mount(mount, size, offsets, runs):
     seq_cold, seq_warm, ttfb, rand_cold, rand_warm, ls, find = [], [], [], [], [], [], []
+    big, big_rss, topic = [], [], []
     for run in range(runs):
+        mount.restart()
+        rate, over_idle = big_read(mount)
+        big.append(rate)
+        big_rss.append(over_idle)
+        mount.restart()
+        topic.append(cat_topic(mount.topic()))
         mount.restart()
         first, rate = read_file(mount.segment())
         ttfb.append(first * 1000)
@@ -298,7 +352,8 @@ def measure_mount(mount, size, offsets, runs):
         find.append(timed(["find", str(mount.listing())]))
         log(f"  {mount.key} run {run + 1}: cold {seq_cold[-1]:.1f} MiB/s, warm {seq_warm[-1]:.1f},"
             f" ttfb {ttfb[-1]:.1f} ms, random cold {rand_cold[-1][0]:.2f} s,"
-            f" warm {rand_warm[-1][0]:.2f} s, ls -l {ls[-1]:.2f} s, find {find[-1]:.2f} s")
+            f" warm {rand_warm[-1][0]:.2f} s, ls -l {ls[-1]:.2f} s, find {find[-1]:.2f} s,"
+            f" big {big[-1]:.1f} MiB/s (+{big_rss[-1]:.0f} MiB), cat topic {topic[-1]:.1f} MiB/s")
     entries = len(os.listdir(mount.listing()))
     mount.stop()
     return {
@@ -311,6 +366,9 @@ def measure_mount(mount, size, offsets, runs):
         "find_s": median(find),
         "listing_entries": entries,
         "peak_rss_mib": round(mount.peak_rss, 1),
+        "big_cold_seq_mib_s": median(big),
+        "big_rss_over_idle_mib": round(median(big_rss), 1),
+        "cat_topic_mib_s": median(topic),
         "command": mount.command + (
             f"\n# with {mount.config_file.name}:\n" + "\n".join(
                 f"#   {line}" for line in mount.config_file.read_text().splitlines())
@@ -349,9 +407,22 @@ class Curl:
         rows = [line.split() for line in out.splitlines() if line.strip()]
         return wall, [(float(a), float(b), int(c)) for a, b, c in rows]
 
-    def measure(self, size, offsets, runs):
-        seq, warm, ttfb, rand, rand_warm = [], [], [], [], []
+    def measure(self, size, offsets, runs, big=None, topic=()):
+        """`big`: (key, size) of the large segment; `topic`: (key, size) of each segment of the
+        topic read with `cat`, fetched one after another."""
+        seq, warm, ttfb, rand, rand_warm, big_rates, topic_rates = [], [], [], [], [], [], []
         for _ in range(runs):
+            if big:
+                drop_caches()
+                _, [(_, total, got)] = Curl(self.work, self.server, big[0]).run([(0, big[1] - 1)])
+                assert got == big[1], f"curl got {got} bytes of {big[1]}"
+                big_rates.append(big[1] / MIB / total)
+            if topic:
+                drop_caches()
+                start = time.monotonic()
+                for key, length in topic:
+                    Curl(self.work, self.server, key).run([(0, length - 1)])
+                topic_rates.append(sum(n for _, n in topic) / MIB / (time.monotonic() - start))
             drop_caches()
             _, [(first, total, got)] = self.run([(0, size - 1)])
             assert got == size, f"curl got {got} bytes of {size}"
@@ -368,6 +439,9 @@ class Curl:
                   "ttfb_ms": median(ttfb), "random_cold": random_summary(rand),
                   "random_warm": random_summary(rand_warm), "ls_l_s": None, "find_s": None,
                   "listing_entries": None, "peak_rss_mib": None,
+                  "big_cold_seq_mib_s": median(big_rates) if big_rates else None,
+                  "big_rss_over_idle_mib": None,
+                  "cat_topic_mib_s": median(topic_rates) if topic_rates else None,
                   "command": "curl -K CONFIG, CONFIG holding per transfer: "
                              f'aws-sigv4 "aws:amz:{self.server.region}:s3", user "KEY:SECRET", '
                              'header "x-amz-content-sha256: UNSIGNED-PAYLOAD", range "FIRST-LAST", '
@@ -422,6 +496,32 @@ def offload_segment(binary, mount, segment_mib, source):
     return key
 
 
+def offload_topic(binary, work, server, data_dir, topic, total_mib, segment_mib):
+    """Writes `total_mib` MiB of random bytes to `topic` in segments of `segment_mib` MiB through
+    a tierfs mount of its own rollover, offloads them, waits until the local copies are gone;
+    returns [(data key, size)] of the segments, in order."""
+    config = work / f"setup-{segment_mib}.conf"
+    tierfs_config(config, server, segment_mib)
+    mount = TierfsMount(work, server, binary, data_dir, config)
+    mount.restart()
+    (mount.mnt / topic).mkdir(parents=True, exist_ok=True)
+    subprocess.run(["dd", "if=/dev/urandom", f"of={mount.mnt / topic / 'active'}", "bs=1M",
+                    f"count={total_mib}", "iflag=fullblock", "oflag=append", "conv=notrunc",
+                    "status=none"],
+                   check=True)
+    admin(binary, data_dir, "topics", "offload", "-s", "0", topic)
+    status = admin(binary, data_dir, "topics", "offload-status", "-w", topic)
+    assert status.strip() == "Offload was a success", status
+    segments = sorted((mount.mnt / topic).glob("*.seg"))
+    assert len(segments) == total_mib // segment_mib, segments
+    for segment in segments:
+        wait_for("the local copy to go", lambda: xattr(segment, "user.tierfs.local") == "no")
+    keys = [(xattr(s, "user.tierfs.object").split("/", 3)[3], s.stat().st_size)
+            for s in segments]
+    mount.stop()
+    return keys
+
+
 LISTED_BODY = b"x" * 1024
 
 
@@ -461,11 +561,12 @@ def copy_bucket_to_directory(server, root, count):
     offloaded segment's objects are downloaded, the listed ones written in place."""
     client = server.client()
     paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=server.bucket, Prefix=f"{PEER_ROOT}/seg/"):
-        for obj in page.get("Contents", []):
-            target = root / server.bucket / obj["Key"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(server.bucket, obj["Key"], str(target))
+    for folder in ("seg", "big", "topic"):
+        for page in paginator.paginate(Bucket=server.bucket, Prefix=f"{PEER_ROOT}/{folder}/"):
+            for obj in page.get("Contents", []):
+                target = root / server.bucket / obj["Key"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(server.bucket, obj["Key"], str(target))
     for i in range(1, count + 1):
         target = root / server.bucket / listed_key(i)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -575,6 +676,9 @@ def main():
     parser.add_argument("--segment-mib", type=int, default=128)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--listing", type=int, default=10_000)
+    parser.add_argument("--big-mib", type=int, default=1024)
+    parser.add_argument("--topic-segments", type=int, default=16)
+    parser.add_argument("--topic-segment-mib", type=int, default=64)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     started = time.monotonic()
@@ -597,6 +701,12 @@ def main():
     tierfs_config(configs["garage"], garage, args.segment_mib)
     setup_mount = TierfsMount(work, garage, args.tierfs, data_dir, configs["garage"])
     key = offload_segment(args.tierfs, setup_mount, args.segment_mib, source)
+    log(f"setting up: a {args.big_mib} MiB segment and a topic of {args.topic_segments}"
+        f" x {args.topic_segment_mib} MiB segments")
+    [big] = offload_topic(args.tierfs, work, garage, data_dir, BIG_TOPIC, args.big_mib,
+                          args.big_mib)
+    topic = offload_topic(args.tierfs, work, garage, data_dir, CAT_TOPIC,
+                          args.topic_segments * args.topic_segment_mib, args.topic_segment_mib)
     lay_out_listing(data_dir, garage, args.listing)
     rclone_proc, rclone_root, rclone_server = start_rclone_server(work, args.rclone, garage.bucket)
     try:
@@ -608,7 +718,8 @@ def main():
         for server in (garage, rclone_server):
             log(f"reading through {server.name}")
             table = {}
-            table["raw GET (curl)"] = Curl(work, server, key).measure(size, offsets, args.runs)
+            table["raw GET (curl)"] = Curl(work, server, key).measure(size, offsets, args.runs,
+                                                                      big, topic)
             for mount in (TierfsMount(work, server, args.tierfs, data_dir, configs[server.name]),
                           S3fsMount(work, server),
                           RcloneMount(work, server, args.rclone)):
@@ -635,6 +746,8 @@ def main():
 
     results.update({
         "segment_mib": args.segment_mib, "runs": args.runs, "random_reads": len(offsets),
+        "big_mib": args.big_mib, "topic_segments": args.topic_segments,
+        "topic_segment_mib": args.topic_segment_mib,
         "listing_segments": args.listing, "machine": machine(),
         "versions": versions(args.tierfs, args.rclone),
         "seconds": round(time.monotonic() - started),

@@ -44,6 +44,9 @@ def table(systems):
         ("1,000 random 4 KiB preads, warm: total (s)", lambda r: fmt(r["random_warm"]["total_s"], 2)),
         ("  p50 / p99 per read (ms)",
          lambda r: f"{ms(r['random_warm']['p50_ms'])} / {ms(r['random_warm']['p99_ms'])}"),
+        ("cold sequential read, 1 GiB segment (MiB/s)", lambda r: fmt(r.get("big_cold_seq_mib_s"))),
+        ("  peak RSS over idle during it (MiB)", lambda r: fmt(r.get("big_rss_over_idle_mib"), 0)),
+        ("`cat topic/*`, 16 × 64 MiB segments (MiB/s)", lambda r: fmt(r.get("cat_topic_mib_s"))),
         ("`ls -l`, 10,000 segments (s)", lambda r: fmt(r["ls_l_s"], 2)),
         ("`find`, 10,000 segments (s)", lambda r: fmt(r["find_s"], 2)),
         ("peak RSS of the mount (MiB)", lambda r: fmt(r["peak_rss_mib"], 0)),
@@ -66,6 +69,9 @@ COMPARED = [
     ("time to first byte", lambda r: r["ttfb_ms"], False),
     ("1,000 random 4 KiB, cold", lambda r: r["random_cold"]["total_s"], False),
     ("1,000 random 4 KiB, warm", lambda r: r["random_warm"]["total_s"], False),
+    ("cold sequential, 1 GiB", lambda r: r.get("big_cold_seq_mib_s"), True),
+    ("peak RSS over idle, 1 GiB read", lambda r: r.get("big_rss_over_idle_mib"), False),
+    ("`cat topic/*` 16 × 64 MiB", lambda r: r.get("cat_topic_mib_s"), True),
     ("`ls -l` 10,000", lambda r: r["ls_l_s"], False),
     ("`find` 10,000", lambda r: r["find_s"], False),
     ("peak RSS", lambda r: r["peak_rss_mib"], False),
@@ -250,6 +256,13 @@ the block CRCs and writes the index object and the manifest within its time.
   and the daemon's caches as they are).
 - **random preads**: a fresh mount and dropped caches, then 1,000 `pread`s of 4 KiB; *warm* is the
   same offsets again. Total is wall time for the 1,000; p50/p99 per call.
+- **1 GiB segment**: as cold sequential, on a segment of {results.get('big_mib', 1024)} MiB;
+  the mount's RSS is read before the read, its `VmHWM` reset (`clear_refs`), and the peak during
+  the read is given over that idle figure. For curl: one full GET.
+- **`cat topic/*`**: a fresh mount and dropped caches, then one `cat` of a topic of
+  {results.get('topic_segments', 16)} offloaded segments of {results.get('topic_segment_mib', 64)} MiB
+  (the peers: the topic's data objects, which sort in segment order); MiB/s over the whole.
+  For curl: a full GET of each object, one after another.
 - **`ls -l` / `find`**: each on its own fresh mount with dropped caches. Peers list the bucket
   prefix (10,000 objects); tierfs lists the topic from its manifest.
 - **peak RSS**: the highest `VmHWM` of the mount process over its mounts in the run.
