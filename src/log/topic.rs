@@ -25,6 +25,14 @@ const OPEN_SEALED_FILES: usize = 16;
 /// Prefix of a topic directory under construction; `#` is not allowed in names.
 pub(super) const CREATING_PREFIX: &str = "#creating-";
 
+#[cfg(test)]
+thread_local! {
+    /// Run once by `open_sealed` between its look at the segment and its open (a race, made
+    /// to happen in a test).
+    static AFTER_LOCAL_CHECK: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+        std::cell::RefCell::new(None);
+}
+
 /// Where an append must land.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendAt {
@@ -412,6 +420,10 @@ impl Topic {
             }
             Some(_) => {}
         }
+        #[cfg(test)]
+        if let Some(between) = AFTER_LOCAL_CHECK.with(|h| h.borrow_mut().take()) {
+            between();
+        }
         let mut files = self
             .sealed_files
             .lock()
@@ -685,6 +697,41 @@ mod tests {
         assert!(dir.path().join(&long).is_dir());
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "no staging directory is left behind");
+    }
+
+    #[test]
+    fn an_open_racing_the_drop_of_the_local_copy_keeps_no_descriptor_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Arc::new(topic(dir.path(), 1));
+        t.append(b"entry", AppendAt::Tail, SystemTime::now())
+            .unwrap();
+        t.update_sealed(1, |s| {
+            s.offload = Some(super::super::OffloadRecord {
+                uuid: "u".into(),
+                data_key: "d".into(),
+                index_key: "i".into(),
+                upload_id: None,
+                started_ms: 0,
+                completed_ms: Some(1),
+            })
+        })
+        .unwrap();
+        // The deletion lag's drop lands between the open's look and its open: the record
+        // says "not local" and the descriptor cache is emptied, the file not yet removed.
+        let dropping = Arc::clone(&t);
+        AFTER_LOCAL_CHECK.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                dropping.update_sealed(1, |s| s.local = false).unwrap();
+                dropping.sealed_files.lock().unwrap().pop(&1);
+            }))
+        });
+        let opened = t.open_sealed(1).unwrap();
+        remove_local_files(t.dir(), 1).unwrap();
+        drop(opened);
+        assert!(
+            t.sealed_files.lock().unwrap().peek(&1).is_none(),
+            "the descriptor cache holds the deleted file open (and its disk space)"
+        );
     }
 
     #[test]
