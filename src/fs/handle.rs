@@ -69,6 +69,8 @@ pub struct HandleTable {
 
 /// How long a process's cursor holds retention back after its last open.
 const CURSOR_IDLE: Duration = Duration::from_secs(10);
+/// Past this many cursors, idle ones are dropped as new ones come (retention also drops them).
+const CURSORS_KEPT: usize = 1024;
 
 impl HandleTable {
     pub fn insert(&self, handle: Handle) -> u64 {
@@ -125,10 +127,11 @@ impl HandleTable {
         if pid == 0 {
             return;
         }
-        self.cursors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((topic.clone(), pid), (id, Instant::now()));
+        let mut cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
+        if cursors.len() >= CURSORS_KEPT {
+            cursors.retain(|_, (_, at)| at.elapsed() < CURSOR_IDLE);
+        }
+        cursors.insert((topic.clone(), pid), (id, Instant::now()));
     }
 
     /// Inserts a handle that reads segment `id` of `topic`.

@@ -325,15 +325,17 @@ impl LocalLog {
             .get(&name.topic)
             .cloned()
             .ok_or_else(|| LogError::NotFound(format!("topic {name}")))?;
-        let segments = topic.retire(SystemTime::now())?;
         std::fs::create_dir_all(&self.graveyard).map_err(io_error(&self.graveyard, "create"))?;
+        let segments = topic.retire(SystemTime::now())?;
         let tomb = self
             .graveyard
             .join(uuid::Uuid::new_v4().simple().to_string());
         if let Err(e) = std::fs::rename(topic.dir(), &tomb) {
+            // Nothing is deleted: the topic stays as it was.
             topic.unmark_removed();
             return Err(io_error(topic.dir(), "move to the deleted topics")(e));
         }
+        topic.forget_retired_manifest();
         if let Ok(topics) = namespace_of_mut(&mut self.write(), &ns) {
             topics.remove(&name.topic);
         }
@@ -469,6 +471,37 @@ fn subdirectories(dir: &Path, kind: NameKind) -> Result<Vec<String>, LogError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_topic_whose_directory_cannot_move_is_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        // The deleted topics' folder on another filesystem: the move fails (EXDEV).
+        let elsewhere = tempfile::tempdir_in("/dev/shm").unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join(DELETING_DIR)).unwrap();
+        let (log, _) = LocalLog::open(dir.path(), RolloverPolicy::default()).unwrap();
+        let name = TopicName::new("t", "ns", "x").unwrap();
+        log.create_tenant("t").unwrap();
+        log.create_namespace(&name.namespace_name()).unwrap();
+        let topic = log.create_topic(&name).unwrap();
+        topic
+            .append(b"a", super::super::AppendAt::Tail, SystemTime::now())
+            .unwrap();
+        topic.seal_now(SystemTime::now()).unwrap();
+        assert!(log.delete_topic(&name).is_err());
+        let kept = log.topic(&name).unwrap();
+        assert_eq!(kept.snapshot().sealed.len(), 1);
+        assert!(
+            kept.deleting().is_empty(),
+            "nothing is left marked for deletion"
+        );
+        kept.append(b"b", super::super::AppendAt::Tail, SystemTime::now())
+            .unwrap();
+        drop(log);
+        let (reopened, _) = LocalLog::open(dir.path(), RolloverPolicy::default()).unwrap();
+        let topic = reopened.topic(&name).unwrap();
+        assert_eq!(topic.snapshot().sealed.len(), 1);
+        assert!(topic.deleting().is_empty());
+    }
+
     #[test]
     fn lookups_do_not_wait_for_a_topic_creations_fsyncs() {
         let dir = tempfile::tempdir().unwrap();

@@ -84,6 +84,8 @@ struct TopicState {
     manifest: Manifest,
     active: ActiveSegment,
     removed: bool,
+    /// The manifest before [`Topic::retire`], until the topic's directory has moved.
+    before_retired: Option<Manifest>,
 }
 
 /// Told the name of a topic each time one of its segments seals (the offload trigger).
@@ -204,6 +206,7 @@ impl Topic {
                 manifest,
                 active,
                 removed: false,
+                before_retired: None,
             }),
             sealed_files: Mutex::new(LruCache::new(
                 NonZeroUsize::new(OPEN_SEALED_FILES).expect("non-zero"),
@@ -580,6 +583,7 @@ impl Topic {
     /// directory carries to `<data-dir>/deleting/`). Returns them all.
     pub(super) fn retire(&self, now: SystemTime) -> Result<Vec<DeletedSegment>, LogError> {
         let mut state = self.live()?;
+        state.before_retired = Some(state.manifest.clone());
         let mut manifest = state.manifest.clone();
         let sealed = std::mem::take(&mut manifest.sealed);
         manifest
@@ -596,9 +600,23 @@ impl Topic {
         Ok(all)
     }
 
-    /// Undoes [`Topic::mark_removed`] when the directory could not be removed.
+    /// The retired topic's directory has moved: there is no going back.
+    pub(super) fn forget_retired_manifest(&self) {
+        self.lock().before_retired = None;
+    }
+
+    /// Undoes [`Topic::mark_removed`] when the directory could not be removed, and
+    /// [`Topic::retire`] when it could not be moved: the manifest is put back as it was.
     pub(super) fn unmark_removed(&self) {
-        self.lock().removed = false;
+        let mut state = self.lock();
+        if let Some(before) = state.before_retired.take() {
+            if let Err(e) = before.save(&self.dir) {
+                error!(topic = %self.name, error = %e, "cannot put back the manifest of a topic whose deletion failed; its sealed segments stay recorded as being deleted");
+                return;
+            }
+            state.manifest = before;
+        }
+        state.removed = false;
     }
 }
 
