@@ -264,9 +264,10 @@ ACK; and **`rclone serve s3`** over a directory holding the same objects, which 
   4 KiB came back), hence its high time to first byte and its cheap cold random reads afterwards.
 - **Listings**: tierfs lists a topic from its manifest (no request to the store) and gives the
   kernel each entry's attributes with the listing (readdirplus, 24 h TTL for sealed segments).
-  `ls -l` still costs one FUSE round trip per file for the ACL and SELinux attributes GNU `ls`
-  asks for (tierfs has extended attributes, so the kernel must ask); `find` costs none. s3fs
-  sends a HEAD per object; rclone lists the prefix and builds its directory cache.
+  GNU `ls -l` asks each file for its SELinux label and POSIX ACL; tierfs answers EOPNOTSUPP
+  (it keeps neither), which `ls` remembers for the filesystem, so only the first file costs
+  those round trips; `find` costs none. s3fs sends a HEAD per object; rclone lists the prefix
+  and builds its directory cache.
   tierfs lists 10,001 entries (the segments and `active`), the peers 10,000 objects.
 - **Memory**: tierfs's figure includes its memory cache, which a {results['segment_mib']} MiB
   read fills (bounded by `--cache-size`, 24 MiB by default), and the fetches in flight

@@ -216,6 +216,29 @@ fn xattrs_are_read_only_and_unknown_ones_absent() {
         std::io::Error::last_os_error().raw_os_error(),
         Some(libc::ENODATA)
     );
+    // Namespaces tierfs keeps nothing in are not supported, so that tools stop asking: GNU
+    // `ls -l` then asks the first file only, not every one, for its label and ACL.
+    for unsupported in [
+        c"security.selinux",
+        c"system.posix_acl_access",
+        c"trusted.x",
+    ] {
+        // SAFETY: as above, with a buffer we own.
+        let rc = unsafe {
+            libc::lgetxattr(
+                path.as_ptr(),
+                unsupported.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        assert_eq!(rc, -1);
+        assert_eq!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EOPNOTSUPP),
+            "{unsupported:?}"
+        );
+    }
     let mut small = [0u8; 2];
     // SAFETY: as above; the buffer is deliberately too small.
     let rc = unsafe {

@@ -50,6 +50,9 @@ pub enum FsError {
     BadHandle(u64),
     #[error("{path} has no extended attribute {name}")]
     NoAttribute { path: String, name: String },
+    /// A namespace of attributes tierfs does not keep at all (security labels, POSIX ACLs).
+    #[error("{path}: tierfs keeps no {name} (only user.* attributes)")]
+    AttributeNotSupported { path: String, name: String },
 }
 
 impl FsError {

@@ -836,9 +836,18 @@ impl TierFs {
         }
     }
 
+    /// An attribute's value. Names outside `user.*` (SELinux labels, POSIX ACLs, `trusted.*`)
+    /// are EOPNOTSUPP rather than ENODATA: tierfs keeps none, and tools that learn so once
+    /// stop asking — GNU `ls -l` then makes no request per file for its ACL and label marks.
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, FsError> {
         let node = self.node(ino)?;
         let wanted = name.to_string_lossy();
+        if !wanted.starts_with("user.") {
+            return Err(FsError::AttributeNotSupported {
+                path: node.to_string(),
+                name: wanted.into_owned(),
+            });
+        }
         self.xattrs(&node)?
             .into_iter()
             .find(|(n, _)| *n == wanted)

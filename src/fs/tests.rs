@@ -160,6 +160,10 @@ fn refusals_carry_their_reasons() {
         fs.getxattr(topic, OsStr::new("user.tierfs.state")),
         Err(FsError::NoAttribute { .. })
     ));
+    assert!(matches!(
+        fs.getxattr(topic, OsStr::new("security.selinux")),
+        Err(FsError::AttributeNotSupported { .. })
+    ));
 }
 
 #[test]

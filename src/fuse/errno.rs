@@ -14,6 +14,7 @@ pub fn classify(err: &FsError) -> (i32, Level) {
     match err {
         FsError::NotFound(_) => (libc::ENOENT, Level::DEBUG),
         FsError::NoAttribute { .. } => (libc::ENODATA, Level::DEBUG),
+        FsError::AttributeNotSupported { .. } => (libc::EOPNOTSUPP, Level::DEBUG),
         FsError::NotPermitted { .. } => (libc::EPERM, Level::INFO),
         FsError::Invalid { .. } => (libc::EINVAL, Level::INFO),
         FsError::ReadOnly { .. } => (libc::EROFS, Level::INFO),
