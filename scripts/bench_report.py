@@ -107,7 +107,7 @@ LOSS_REASONS = {
     "the price of its 70-100 ms first byte and a second copy on disk. It would take fewer copies "
     "(splicing the GET body into the FUSE reply) or a server with cores to spare.",
     "cold sequential, 1 GiB": "The same reason as for the 128 MiB segment.",
-    "time to first byte": "the index object and the first block are fetched at once and the block "
+    "time to first byte": "The index object and the first block are fetched at once and the block "
     "is checked before the first byte is answered: one round trip more than a bare GET's first "
     "packet. It would take answering from the GET's first bytes before the block is checked.",
     "1,000 random 4 KiB, cold": "s3fs downloads the whole object before its first answer; tierfs "
