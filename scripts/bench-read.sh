@@ -132,7 +132,8 @@ ls_cold=$(awk -v s="$t0" -v e="$t1" 'BEGIN { printf "%.3f", e - s }')
 ls_warm=$(awk -v s="$t2" -v e="$t3" 'BEGIN { printf "%.3f", e - s }')
 unmount
 
-budget=$(( $(target/release/tierfs --version >/dev/null; echo 256) + 64 ))
+mib_of() { local v=${1%[Mm]}; echo "$v"; } # the sizes above are given in M
+budget=$(( $(mib_of "$cache_size") + $(mib_of "$readahead") ))
 cat <<REPORT
 read path, ${mib} MiB offloaded segment, Garage on loopback, $(nproc) cores (tierfs --cache-size $cache_size --readahead-budget $readahead):
   raw ranged GET (curl)         $raw MiB/s
