@@ -18,19 +18,7 @@ const MIB: u64 = 1 << 20;
 /// offloads it, waits until the local copy is gone; returns the segment's path and bytes.
 fn offloaded_segment(m: &TestMount, topic: &str, mib: u64) -> (std::path::PathBuf, Vec<u8>) {
     let dir = m.topic(topic);
-    let status = std::process::Command::new("dd")
-        .args([
-            "if=/dev/urandom",
-            "bs=1M",
-            &format!("count={mib}"),
-            "oflag=append",
-            "conv=notrunc",
-            "status=none",
-        ])
-        .arg(format!("of={}", dir.join("active").display()))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    append_random_mib(&dir, mib);
     let segment = dir.join("00000000000000000001.seg");
     let bytes = fs::read(&segment).unwrap();
     assert_eq!(bytes.len() as u64, mib * MIB);
@@ -45,6 +33,23 @@ fn offloaded_segment(m: &TestMount, topic: &str, mib: u64) -> (std::path::PathBu
     // The kernel may still hold the pages read from the local copy; reads must reach tierfs.
     drop_page_cache();
     (segment, bytes)
+}
+
+/// Appends `mib` entries of 1 MiB of random bytes (page-aligned buffers, via dd) to a topic.
+fn append_random_mib(topic: &Path, mib: u64) {
+    let status = std::process::Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            "bs=1M",
+            &format!("count={mib}"),
+            "oflag=append",
+            "conv=notrunc",
+            "status=none",
+        ])
+        .arg(format!("of={}", topic.join("active").display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 fn config(s3: &str, mib: u64) -> String {
@@ -276,19 +281,7 @@ fn read_ahead_crosses_into_the_next_segment_only_for_a_sequential_reader_near_th
     // Four sealed segments of 16 MiB (1 MiB entries), offloaded, local copies gone.
     let m = TestMount::start(&config(&s3.config(&prefix), 16));
     let dir = m.topic("t/ns/cross");
-    let status = std::process::Command::new("dd")
-        .args([
-            "if=/dev/urandom",
-            "bs=1M",
-            "count=64",
-            "oflag=append",
-            "conv=notrunc",
-            "status=none",
-        ])
-        .arg(format!("of={}", dir.join("active").display()))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    append_random_mib(&dir, 64);
     let segments: Vec<_> = (1..=4u64)
         .map(|id| dir.join(format!("{id:020}.seg")))
         .collect();

@@ -191,6 +191,8 @@ fn the_brokers_default_retention_time_deletes_segments_sealed_longer_ago() {
         || segment_ids(&topic) == [3, 4],
     );
     assert_eq!(cat_all(&topic), young);
+    // The young ones are offloaded meanwhile: wait for that to end before looking.
+    wait_offloaded(&m, &topic, 3..=4);
     wait_for("their objects to go", Duration::from_secs(30), || {
         ids_in_bucket(&probe, &prefix, "t/ns/aged") == [3, 4].into()
     });
