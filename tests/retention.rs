@@ -57,7 +57,7 @@ fn ids_in_catalog(probe: &StoreProbe, prefix: &str, topic: &str) -> BTreeSet<u64
         .collect()
 }
 
-fn wait_offloaded(m: &TestMount, topic: &Path, ids: std::ops::RangeInclusive<u64>) {
+fn wait_offloaded(topic: &Path, ids: std::ops::RangeInclusive<u64>) {
     wait_for(
         "segments offloaded, local copies dropped",
         Duration::from_secs(60),
@@ -68,7 +68,6 @@ fn wait_offloaded(m: &TestMount, topic: &Path, ids: std::ops::RangeInclusive<u64
             })
         },
     );
-    let _ = m;
 }
 
 #[test]
@@ -81,7 +80,7 @@ fn retention_by_size_deletes_the_oldest_segments_everywhere() {
     let topic = m.topic("t/ns/sized");
     // Five sealed segments of 512 KiB (2.5 MiB), nothing in the active one.
     let written = append_patterns(&topic.join("active"), 0..10, 256 << 10);
-    wait_offloaded(&m, &topic, 1..=5);
+    wait_offloaded(&topic, 1..=5);
     assert_eq!(
         ids_in_bucket(&probe, &prefix, "t/ns/sized"),
         (1..=5).collect()
@@ -181,7 +180,7 @@ fn the_brokers_default_retention_time_deletes_segments_sealed_longer_ago() {
     let probe = StoreProbe::new(&store, &m.data);
     let topic = m.topic("t/ns/aged");
     append_patterns(&topic.join("active"), 0..2, 4096);
-    wait_offloaded(&m, &topic, 1..=2);
+    wait_offloaded(&topic, 1..=2);
     // Past the minute, two more seal: only the first two are older than the retention time.
     std::thread::sleep(Duration::from_secs(50));
     let young = append_patterns(&topic.join("active"), 2..4, 4096);
@@ -192,7 +191,7 @@ fn the_brokers_default_retention_time_deletes_segments_sealed_longer_ago() {
     );
     assert_eq!(cat_all(&topic), young);
     // The young ones are offloaded meanwhile: wait for that to end before looking.
-    wait_offloaded(&m, &topic, 3..=4);
+    wait_offloaded(&topic, 3..=4);
     wait_for("their objects to go", Duration::from_secs(30), || {
         ids_in_bucket(&probe, &prefix, "t/ns/aged") == [3, 4].into()
     });
@@ -213,7 +212,7 @@ fn truncate_and_delete_remove_a_topics_segments_and_objects() {
     let probe = StoreProbe::new(&store, &m.data);
     let topic = m.topic("t/ns/cut");
     append_patterns(&topic.join("active"), 0..7, 1000);
-    wait_offloaded(&m, &topic, 1..=3);
+    wait_offloaded(&topic, 1..=3);
     // rmdir of a topic that holds entries stays ENOTEMPTY.
     assert_eq!(errno(std::fs::remove_dir(&topic)), libc::ENOTEMPTY);
 
@@ -234,7 +233,7 @@ fn truncate_and_delete_remove_a_topics_segments_and_objects() {
     assert!(ids_in_catalog(&probe, &prefix, "t/ns/cut").is_empty());
     // New segments continue the numbering.
     append_patterns(&topic.join("active"), 7..9, 1000);
-    wait_offloaded(&m, &topic, 4..=4);
+    wait_offloaded(&topic, 4..=4);
 
     // A writer holds `active` open: delete without -f is refused, as Pulsar refuses a topic
     // with producers.
@@ -288,8 +287,8 @@ fn a_deletion_interrupted_by_kill_9_is_finished_after_the_restart() {
     let gone = m.topic("t/ns/gone");
     append_patterns(&cut.join("active"), 0..6, 1000);
     append_patterns(&gone.join("active"), 0..4, 1000);
-    wait_offloaded(&m, &cut, 1..=3);
-    wait_offloaded(&m, &gone, 1..=2);
+    wait_offloaded(&cut, 1..=3);
+    wait_offloaded(&gone, 1..=2);
 
     // The store stops answering: both deletions are recorded, neither can reach the bucket.
     s3.stop();
@@ -428,7 +427,7 @@ fn du_follows_a_local_copy_that_went() {
     // The kernel caches a sealed segment's attributes for a day: this stat fills that cache.
     assert!(std::fs::metadata(&segment).unwrap().blocks() >= 200_000 / 512);
     m.admin_ok(&["topics", "offload", "-s", "0", "t/ns/du"]);
-    wait_offloaded(&m, &topic, 1..=1);
+    wait_offloaded(&topic, 1..=1);
     wait_for(
         "stat to show no local blocks once the local copy went",
         Duration::from_secs(10),

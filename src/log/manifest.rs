@@ -81,6 +81,19 @@ pub struct OffloadRecord {
 }
 
 impl OffloadRecord {
+    /// A completed offload with placeholder keys, for tests of the rules over segments.
+    #[cfg(test)]
+    pub fn completed_for_tests() -> Self {
+        Self {
+            uuid: "u".into(),
+            data_key: "d".into(),
+            index_key: "i".into(),
+            upload_id: None,
+            started_ms: 0,
+            completed_ms: Some(1),
+        }
+    }
+
     pub fn is_complete(&self) -> bool {
         self.completed_ms.is_some()
     }

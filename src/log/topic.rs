@@ -724,14 +724,7 @@ mod tests {
         t.append(b"entry", AppendAt::Tail, SystemTime::now())
             .unwrap();
         t.update_sealed(1, |s| {
-            s.offload = Some(super::super::OffloadRecord {
-                uuid: "u".into(),
-                data_key: "d".into(),
-                index_key: "i".into(),
-                upload_id: None,
-                started_ms: 0,
-                completed_ms: Some(1),
-            })
+            s.offload = Some(super::super::OffloadRecord::completed_for_tests())
         })
         .unwrap();
         // The deletion lag's drop lands between the open's look and its open: the record

@@ -283,6 +283,10 @@ impl Offloader {
                     Err(e) => return Err(e.into()),
                 }
             }
+            self.deferred
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&record.data_key);
             done.push(id);
         }
         Ok(done)

@@ -258,14 +258,7 @@ mod tests {
     #[test]
     fn already_offloaded_segments_count_but_are_not_picked_again() {
         let mut sealed = vec![segment(1, 100, 0), segment(2, 100, 0), segment(3, 100, 0)];
-        sealed[0].offload = Some(OffloadRecord {
-            uuid: "u".into(),
-            data_key: "d".into(),
-            index_key: "i".into(),
-            upload_id: None,
-            started_ms: 0,
-            completed_ms: Some(1),
-        });
+        sealed[0].offload = Some(OffloadRecord::completed_for_tests());
         assert_eq!(pick_for_offload(&sealed, 50, -1, 0), vec![2, 3]);
     }
 
