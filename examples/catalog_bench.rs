@@ -91,6 +91,8 @@ async fn write_objects(
         segment_crc32c: crc32c::crc32c(&data),
         entry_ends: vec![e.size],
         block_crcs: vec![crc32c::crc32c(&data)],
+        head_size: 0,
+        head_crcs: Vec::new(),
     };
     store
         .put(&layout.data_key(topic, e.id, &e.uuid), Bytes::from(data))

@@ -21,6 +21,7 @@ proptest! {
         block in 1u32..5000,
         sizes in proptest::collection::vec(1u64..10_000, 1..40),
         flip in any::<prop::sample::Index>(),
+        head_size in prop_oneof![Just(0u32), 1u32..5000],
     ) {
         let mut ends = Vec::new();
         let mut end = 0;
@@ -36,6 +37,8 @@ proptest! {
             segment_crc32c: 1,
             entry_ends: ends,
             block_crcs: (0..blocks as u32).collect(),
+            head_size,
+            head_crcs: if head_size > 0 { (100..100 + blocks as u32).collect() } else { Vec::new() },
         };
         let encoded = index.encode();
         prop_assert_eq!(IndexObject::decode(&encoded).unwrap(), index);

@@ -181,6 +181,56 @@ fn a_corrupted_object_byte_is_eio_never_wrong_bytes() {
 }
 
 #[test]
+fn a_cold_segments_first_read_is_answered_from_a_checked_head() {
+    let s3 = S3Env::get();
+    let prefix = unique_prefix("head");
+    let conf = config(&s3.config(&prefix), 4);
+    let mut m = TestMount::start(&conf);
+    let (segment, bytes) = offloaded_segment(&m, "t/ns/head", 4);
+    let probe = StoreProbe::new(&conf, &m.data);
+    let keys = probe.keys(&format!("{prefix}/"));
+    let index = probe.get(keys.iter().find(|k| k.ends_with(".idx")).unwrap());
+    assert_eq!(
+        &index[8..12],
+        &2u32.to_le_bytes(),
+        "index objects are version 2"
+    );
+    // A cold mount (the disk cache keeps the index object, not the blocks): the first 4 KiB,
+    // then the rest, exact.
+    m.stop();
+    m.restart();
+    drop_page_cache();
+    let file = fs::File::open(&segment).unwrap();
+    let mut buf = vec![0u8; 4096];
+    file.read_exact_at(&mut buf, 0).unwrap();
+    assert!(buf == bytes[..4096]);
+    drop(file);
+    assert_eq!(fs::read(&segment).unwrap(), bytes);
+    // A byte of the head damaged in the bucket: the head fails its check, then the block does,
+    // and the first read is EIO (never the damaged bytes).
+    let key = keys.iter().find(|k| k.ends_with(".seg")).unwrap();
+    let mut damaged = bytes.clone();
+    damaged[1000] ^= 0x01;
+    probe.put(key, damaged);
+    m.stop();
+    let _ = fs::remove_dir_all(m.data.join("cache"));
+    m.restart();
+    drop_page_cache();
+    let file = fs::File::open(&segment).unwrap();
+    let err = file.read_exact_at(&mut buf, 0).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let log = m.log_text();
+    assert!(
+        log.contains("fetched block head fails its CRC32C check"),
+        "{log}"
+    );
+    assert!(
+        log.contains("fetched block fails its CRC32C check"),
+        "{log}"
+    );
+}
+
+#[test]
 fn the_default_disk_cache_keeps_what_is_read_at_random_and_serves_a_remount_while_the_store_is_down()
  {
     let s3 = OwnS3::start();

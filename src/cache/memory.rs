@@ -65,6 +65,13 @@ impl MemoryCache {
         evicted
     }
 
+    /// Drops a block, if held.
+    pub fn remove(&mut self, key: &BlockKey) {
+        if let Some(old) = self.blocks.pop(key) {
+            self.bytes -= old.len() as u64;
+        }
+    }
+
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -107,5 +114,9 @@ mod tests {
             Evicted::default()
         );
         assert!(!cache.contains(&key(9)));
+        cache.remove(&key(0));
+        cache.remove(&key(0));
+        assert!(!cache.contains(&key(0)));
+        assert_eq!(cache.bytes(), 2000);
     }
 }

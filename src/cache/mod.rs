@@ -41,8 +41,20 @@ pub use memory::{BlockKey, MemoryCache};
 pub use readahead::ReadAhead;
 
 use crate::metrics::Metrics;
-use crate::offload::IndexObject;
+use crate::offload::{HEAD_BYTES, IndexObject};
 use crate::store::{ObjectStore, StoreError};
+
+/// Marks a [`BlockKey`] as the head of block `index & !HEAD_FLAG` (see [`head_key`]).
+const HEAD_FLAG: u64 = 1 << 63;
+
+/// The memory cache's key for the verified head of block `i` of `object`: kept, within the
+/// cache's bound, only until the block itself arrives, never written to disk.
+fn head_key(object: &Arc<str>, i: u64) -> BlockKey {
+    BlockKey {
+        object: Arc::clone(object),
+        index: HEAD_FLAG | i,
+    }
+}
 
 /// Units of the in-flight budget semaphore.
 const BUDGET_UNIT: u64 = 64 * 1024;
@@ -315,6 +327,9 @@ impl Cache {
         if let Some(bytes) = self.read_from_disk(object, block, offset, end) {
             return Ok(bytes);
         }
+        if let Some(bytes) = self.read_from_head(object, &index, offset, end) {
+            return Ok(bytes);
+        }
         let blocks = self
             .blocks(
                 object,
@@ -422,72 +437,145 @@ impl Cache {
     }
 
     /// The first read of a segment: its index object and, at the same time, the blocks of
-    /// `[offset, end)` at the expected block size (one GET of at most `max_get_bytes`), so that
-    /// the time to the first byte is one round trip, not two. Blocks are kept only if the
-    /// index says that block size and their CRC32Cs match; otherwise the GET was wasted and the
+    /// `[offset, end)` at the expected block size, or the index's own when the disk cache kept
+    /// the index object (one GET of at most `max_get_bytes`), so that
+    /// the time to the first byte is one round trip, not two. When the read lies in the head of
+    /// its block ([`HEAD_BYTES`]), that head is fetched too, in a GET of its own: it is checked
+    /// against the index object's head checksum and answers the read (and the kernel's next
+    /// reads within it) while the whole block is still coming. The blocks are claimed at once
+    /// (concurrent readers wait for them rather than fetch them again) and kept only if the
+    /// index says that block size and their CRC32Cs match; otherwise they are released and the
     /// read goes on as usual.
     async fn index_with_first_blocks(
-        &self,
+        self: &Arc<Self>,
         object: &RemoteObject,
         offset: u64,
         end: u64,
     ) -> Result<Arc<IndexObject>, CacheError> {
-        let guess = self.config.expected_block_size;
         let index_on_disk = self.disk.as_ref().is_some_and(|disk| {
             disk.contains(&BlockKey {
                 object: Arc::from(object.index_key.as_str()),
                 index: 0,
             })
         });
-        if guess == 0 || guess > u64::from(u32::MAX) || index_on_disk {
+        // An index object kept on disk (a remount) is read at once: its block size is known.
+        let known = if index_on_disk {
+            Some(self.index(object).await?)
+        } else {
+            None
+        };
+        let guess = known
+            .as_ref()
+            .map_or(self.config.expected_block_size, |index| {
+                u64::from(index.block_size)
+            });
+        if guess == 0 || guess > u64::from(u32::MAX) {
             return self.index(object).await;
         }
         let first = offset / guess;
+        let first_key = BlockKey {
+            object: Arc::clone(&object.data_key),
+            index: first,
+        };
+        if known.is_some() && self.disk.as_ref().is_some_and(|d| d.contains(&first_key)) {
+            return self.index(object).await; // the disk cache has the block
+        }
         let last = end
             .div_ceil(guess)
             .min(first + (self.config.max_get_bytes / guess).max(1));
-        let bytes = first * guess..(last * guess).min(object.size);
-        let units = (bytes.end - bytes.start)
-            .div_ceil(BUDGET_UNIT)
-            .min(self.budget_units()) as u32;
-        let speculative = async {
-            // Within the in-flight budget, as every fetch of the read path.
+        let flights = self.claim(object, first..last);
+        if flights.senders.first().map(|(key, _)| key.index) != Some(first) {
+            // Someone else fetches (or holds) the first block already.
+            drop(flights);
+            return self.index(object).await;
+        }
+        let head_start = first * guess;
+        let head_end = head_start + u64::from(HEAD_BYTES);
+        let head_wanted = end <= head_end && head_end < (head_start + guess).min(object.size);
+        self.spawn_guessed_fetch(object, flights, guess);
+        if !head_wanted {
+            return self.index(object).await;
+        }
+        let head = async {
+            let units = (u64::from(HEAD_BYTES) / BUDGET_UNIT).min(self.budget_units()) as u32;
             let _permit = Arc::clone(&self.budget).acquire_many_owned(units).await;
             self.metrics.get_requests.inc();
             let started = Instant::now();
             let got = self
                 .store
-                .get_range(&object.data_key, bytes.clone(), guess as usize)
+                .get_range(&object.data_key, head_start..head_end, HEAD_BYTES as usize)
                 .await;
             self.metrics
                 .get_latency
                 .observe(started.elapsed().as_secs_f64());
             got
         };
-        let (index, blocks) = tokio::join!(self.index(object), speculative);
+        let (index, head) = tokio::join!(self.index(object), head);
         let index = index?;
-        let Ok(blocks) = blocks else {
-            return Ok(index);
-        };
-        self.metrics
-            .get_bytes
-            .inc_by(blocks.iter().map(|b| b.len() as u64).sum());
-        if u64::from(index.block_size) != guess {
-            return Ok(index);
-        }
-        for (i, data) in (first..).zip(blocks) {
-            let expected = (object.size - i * guess).min(guess);
-            if data.len() as u64 == expected
-                && index.block_crcs.get(i as usize) == Some(&crc32c::crc32c(&data))
-            {
-                let key = BlockKey {
-                    object: Arc::clone(&object.data_key),
-                    index: i,
-                };
-                self.remember(key, data, true);
+        if let Ok([head]) = head.as_deref() {
+            self.metrics.get_bytes.inc_by(head.len() as u64);
+            let expected = (u64::from(index.block_size) == guess)
+                .then(|| index.head_crc(first, head.len() as u64))
+                .flatten();
+            match expected {
+                Some(crc) if crc == crc32c::crc32c(head) => {
+                    self.remember(head_key(&object.data_key, first), head.clone(), false);
+                }
+                Some(_) => {
+                    // The read waits for the whole block instead, which is checked on its own.
+                    self.metrics.checksum_failures.inc();
+                    error!(object = %object.data_key, block = first, "fetched block head fails its CRC32C check; refusing it");
+                }
+                None => {} // an index object without head checksums (version 1)
             }
         }
         Ok(index)
+    }
+
+    /// Fetches blocks claimed at the expected block size before the index object was known:
+    /// one GET, then each block is checked against the index object (fetched meanwhile) and
+    /// kept, or released when the index says another block size.
+    fn spawn_guessed_fetch(self: &Arc<Self>, object: &RemoteObject, flights: Flights, guess: u64) {
+        let (this, object) = (Arc::clone(self), object.clone());
+        tokio::spawn(async move {
+            let mut flights = flights;
+            let Some(first) = flights.senders.first().map(|(key, _)| key.index) else {
+                return;
+            };
+            let last = first + flights.senders.len() as u64;
+            let bytes = first * guess..(last * guess).min(object.size);
+            let units = (bytes.end - bytes.start)
+                .div_ceil(BUDGET_UNIT)
+                .min(this.budget_units()) as u32;
+            // Within the in-flight budget, as every fetch of the read path.
+            let Ok(_permit) = Arc::clone(&this.budget).acquire_many_owned(units).await else {
+                return;
+            };
+            let (index, pieces) = tokio::join!(
+                this.index(&object),
+                this.get_with_retries(&object, bytes.clone(), guess as usize)
+            );
+            let pieces = match pieces {
+                Ok(pieces) => pieces,
+                Err(e) => {
+                    this.metrics.get_errors.inc();
+                    warn!(object = %object.data_key, range = ?bytes, error = %e, "ranged GET failed");
+                    flights.fail_all(&e);
+                    return;
+                }
+            };
+            this.metrics.get_bytes.inc_by(bytes.end - bytes.start);
+            let index = match index {
+                Ok(index) if u64::from(index.block_size) == guess => index,
+                // Dropping the flights releases the blocks: readers fetch them at the right size.
+                _ => return,
+            };
+            for ((key, tx), piece) in std::mem::take(&mut flights.senders).into_iter().zip(pieces) {
+                // As before the index was known: a first read may be the first of a random reader.
+                let verdict = this.verify(&key, &index, piece, Keep::OnDisk);
+                this.answer(&key, &tx, verdict);
+            }
+        });
     }
 
     /// The segment's index object, fetched once and kept decoded.
@@ -596,7 +684,6 @@ impl Cache {
                         }
                     }
                 }
-                self.metrics.cache_misses.inc();
                 let run_end = range
                     .end
                     .min(i + (self.config.max_get_bytes / u64::from(index.block_size)).max(1));
@@ -623,9 +710,12 @@ impl Cache {
                 fetched = self.fetch_run(object, index, i..run_end, keep).await?;
                 drop(permit);
                 if !fetched.contains_key(&i) {
-                    // Someone else started fetching it in the meantime; wait for them.
+                    // Someone else fetched it or started to in the meantime (a read-ahead that
+                    // ended between the looks above): take theirs.
                     continue;
                 }
+                // A miss is a block this reader had to fetch itself.
+                self.metrics.cache_misses.inc();
             };
             out.push((i, data));
         }
@@ -691,6 +781,33 @@ impl Cache {
         let bytes = tokio::task::block_in_place(|| disk.read_verified(&key, range))?;
         self.metrics.disk_cache_hits.inc();
         Some(bytes)
+    }
+
+    /// `[offset, end)` from the verified head of its block, kept by a segment's first read,
+    /// while the block itself is not in memory yet.
+    fn read_from_head(
+        &self,
+        object: &RemoteObject,
+        index: &IndexObject,
+        offset: u64,
+        end: u64,
+    ) -> Option<Bytes> {
+        if index.head_size == 0 {
+            return None;
+        }
+        let block = u64::from(index.block_size);
+        let i = offset / block;
+        let start = i * block;
+        if end > start + u64::from(index.head_size) {
+            return None;
+        }
+        let head = self
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&head_key(&object.data_key, i))?;
+        self.metrics.cache_hits.inc();
+        Some(head.slice((offset - start) as usize..(end - start) as usize))
     }
 
     fn remember(&self, key: BlockKey, data: Bytes, to_disk: bool) {
@@ -802,25 +919,46 @@ impl Cache {
         // Each block arrives in its own buffer, so the cache's byte count is the memory it holds.
         let senders = std::mem::take(&mut flights.senders);
         for ((key, tx), piece) in senders.into_iter().zip(pieces) {
-            let verdict = if index.block_crcs.get(key.index as usize)
-                == Some(&crc32c::crc32c(&piece))
-            {
-                self.remember(key.clone(), piece.clone(), keep == Keep::OnDisk);
-                fetched.insert(key.index, piece.clone());
-                Ok(piece)
-            } else {
-                self.metrics.checksum_failures.inc();
-                error!(object = %key.object, block = key.index, "fetched block fails its CRC32C check; refusing it");
-                let e = CacheError::Corrupt {
-                    object: key.object.to_string(),
-                    block: key.index,
-                };
-                first_error.get_or_insert(e.clone());
-                Err(e)
-            };
+            let verdict = self.verify(&key, index, piece, keep);
+            match &verdict {
+                Ok(piece) => {
+                    fetched.insert(key.index, piece.clone());
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e.clone());
+                }
+            }
             self.answer(&key, &tx, verdict);
         }
         first_error.map_or(Ok(fetched), Err)
+    }
+
+    /// A fetched block checked against the index object's CRC32C: kept and returned, or
+    /// refused (counted and logged).
+    fn verify(
+        &self,
+        key: &BlockKey,
+        index: &IndexObject,
+        piece: Bytes,
+        keep: Keep,
+    ) -> Result<Bytes, CacheError> {
+        if index.block_crcs.get(key.index as usize) == Some(&crc32c::crc32c(&piece)) {
+            self.remember(key.clone(), piece.clone(), keep == Keep::OnDisk);
+            // The block's head (kept for a first read) is of no more use.
+            if index.head_size > 0 && key.index < HEAD_FLAG {
+                self.memory
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&head_key(&key.object, key.index));
+            }
+            return Ok(piece);
+        }
+        self.metrics.checksum_failures.inc();
+        error!(object = %key.object, block = key.index, "fetched block fails its CRC32C check; refusing it");
+        Err(CacheError::Corrupt {
+            object: key.object.to_string(),
+            block: key.index,
+        })
     }
 
     /// One ranged GET, retried on transient failures with exponential backoff (100 ms, 200 ms,

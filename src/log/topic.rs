@@ -379,6 +379,14 @@ impl Topic {
         }
     }
 
+    /// `f` over the sealed segments and the active segment's counters, under the topic's lock
+    /// and without copying them: for the passes that look at every topic every second (a
+    /// snapshot of a topic of 10,000 segments copies 30,000 strings).
+    pub fn with_sealed<R>(&self, f: impl FnOnce(&[SealedSegment], &ActiveInfo) -> R) -> R {
+        let state = self.lock();
+        f(&state.manifest.sealed, &active_info(&state.active))
+    }
+
     /// The active segment's counters alone, without copying the list of sealed segments.
     pub fn active_info(&self) -> ActiveInfo {
         active_info(&self.lock().active)

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tracing::{debug, error, info, warn};
 
 use super::OffloadError;
-use super::index_object::{IndexObject, block_crcs as block_crcs_of};
+use super::index_object::{BlockSums, HEAD_BYTES, IndexObject};
 use super::service::{Offloader, blocking, now_ms};
 use super::upload::PartUpload;
 use crate::catalog::{Change, SegmentEntry};
@@ -202,7 +202,7 @@ impl Offloader {
             .complete_multipart(&record.data_key, &upload_id, parts.parts)
             .await?;
         let completed_in = started.elapsed();
-        let index = self.index_object(topic, segment, parts.block_crcs).await?;
+        let index = self.index_object(topic, segment, parts.block_sums).await?;
         debug!(
             parts_s = uploaded_in.as_secs_f64(),
             complete_s = (completed_in - uploaded_in).as_secs_f64(),
@@ -221,13 +221,13 @@ impl Offloader {
         &self,
         topic: &Arc<Topic>,
         segment: &SealedSegment,
-        block_crcs: Option<Vec<u32>>,
+        block_sums: Option<BlockSums>,
     ) -> Result<IndexObject, OffloadError> {
         let (t, id, size, crc) = (Arc::clone(topic), segment.id, segment.size, segment.crc32c);
         let block = self.config.read_buffer_size.min(u64::from(u32::MAX)) as usize;
         tokio::task::spawn_blocking(move || {
-            let block_crcs = match block_crcs {
-                Some(crcs) => crcs,
+            let sums = match block_sums {
+                Some(sums) => sums,
                 None => {
                     // Parts were not whole blocks: read the file again, a block at a time.
                     let path = t.sealed_data_path(id);
@@ -236,7 +236,7 @@ impl Offloader {
                         source,
                     };
                     let mut file = std::fs::File::open(&path).map_err(read)?;
-                    let mut crcs = Vec::new();
+                    let mut sums = BlockSums::default();
                     let mut buf = vec![0u8; block];
                     loop {
                         let n = std::io::Read::read(&mut file, &mut buf).map_err(read)?;
@@ -252,9 +252,9 @@ impl Offloader {
                             }
                             filled += more;
                         }
-                        crcs.extend(block_crcs_of(&buf[..filled], block));
+                        sums.extend(&BlockSums::of(&buf[..filled], block));
                     }
-                    crcs
+                    sums
                 }
             };
             let entry_ends = t.sealed_index(id)?.into_iter().map(|r| r.end).collect();
@@ -264,7 +264,18 @@ impl Offloader {
                 block_size: block as u32,
                 segment_crc32c: crc,
                 entry_ends,
-                block_crcs,
+                block_crcs: sums.blocks,
+                // Heads only help blocks longer than one.
+                head_size: if block > HEAD_BYTES as usize {
+                    HEAD_BYTES
+                } else {
+                    0
+                },
+                head_crcs: if block > HEAD_BYTES as usize {
+                    sums.heads
+                } else {
+                    Vec::new()
+                },
             })
         })
         .await

@@ -85,8 +85,7 @@ impl Offloader {
         let Some(policy) = self.policies.retention(&topic.name().namespace_name()) else {
             return Ok(0);
         };
-        let snapshot = topic.snapshot();
-        let ids = policy.pick(&snapshot.sealed, snapshot.active.size, now);
+        let ids = topic.with_sealed(|sealed, active| policy.pick(sealed, active.size, now));
         if ids.is_empty() {
             return Ok(0);
         }

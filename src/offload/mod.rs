@@ -7,6 +7,7 @@ pub mod backoff;
 mod deletion;
 mod index_object;
 mod layout;
+mod mapped;
 mod policy;
 mod recovery;
 pub mod retention;
@@ -17,7 +18,7 @@ mod status;
 mod tests;
 mod upload;
 
-pub use index_object::IndexObject;
+pub use index_object::{BlockSums, HEAD_BYTES, IndexObject};
 
 /// An index object for `data` with one entry per block, for tests of the read path.
 #[cfg(test)]
@@ -31,7 +32,9 @@ pub fn index_object_for_tests(data: &[u8], block: usize) -> IndexObject {
         entry_ends: (1..=data.len().div_ceil(block) as u64)
             .map(|i| (i * block as u64).min(size))
             .collect(),
-        block_crcs: index_object::block_crcs(data, block),
+        block_crcs: index_object::BlockSums::of(data, block).blocks,
+        head_size: 0,
+        head_crcs: Vec::new(),
     }
 }
 pub use deletion::MountView;

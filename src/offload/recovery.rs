@@ -219,9 +219,9 @@ impl Offloader {
 
 /// Whether the topic holds an offload attempt that has not completed.
 pub(super) fn has_unsettled(topic: &Topic) -> bool {
-    topic
-        .snapshot()
-        .sealed
-        .iter()
-        .any(|s| s.offload.as_ref().is_some_and(|r| !r.is_complete()))
+    topic.with_sealed(|sealed, _| {
+        sealed
+            .iter()
+            .any(|s| s.offload.as_ref().is_some_and(|r| !r.is_complete()))
+    })
 }

@@ -357,14 +357,15 @@ impl Offloader {
         if policy.threshold_bytes < 0 && policy.threshold_seconds < 0 {
             return;
         }
-        let sealed = handle.snapshot().sealed;
         let now = now_ms();
-        let mut ids = pick_for_offload(
-            &sealed,
-            policy.threshold_bytes,
-            policy.threshold_seconds,
-            now,
-        );
+        let mut ids = handle.with_sealed(|sealed, _| {
+            pick_for_offload(
+                sealed,
+                policy.threshold_bytes,
+                policy.threshold_seconds,
+                now,
+            )
+        });
         // A failing segment waits for its retry time; the segments after it do not wait.
         ids.retain(|id| self.failures.due(topic, *id, now));
         if ids.is_empty() {
@@ -485,24 +486,31 @@ impl Offloader {
                 .policies
                 .effective(&topic.name().namespace_name())
                 .deletion_lag;
-            for segment in topic.snapshot().sealed {
-                let due = segment.local
-                    && segment
-                        .offload
-                        .as_ref()
-                        .and_then(|r| r.completed_ms)
-                        .is_some_and(|done| now >= done.saturating_add(lag.as_millis() as u64));
-                if due {
-                    let t = Arc::clone(&topic);
-                    let id = segment.id;
-                    match blocking(move || t.drop_local_copy(id)).await {
-                        Ok(()) => {
-                            self.tell_view(|v| v.local_copy_gone(topic.name(), id));
-                            info!(topic = %topic.name(), segment = id, "deleted the local copy of an offloaded segment (deletion lag passed)")
-                        }
-                        Err(e) => {
-                            error!(topic = %topic.name(), segment = id, error = %e, "cannot delete the local copy")
-                        }
+            let due: Vec<u64> = topic.with_sealed(|sealed, _| {
+                sealed
+                    .iter()
+                    .filter(|segment| {
+                        segment.local
+                            && segment
+                                .offload
+                                .as_ref()
+                                .and_then(|r| r.completed_ms)
+                                .is_some_and(|done| {
+                                    now >= done.saturating_add(lag.as_millis() as u64)
+                                })
+                    })
+                    .map(|segment| segment.id)
+                    .collect()
+            });
+            for id in due {
+                let t = Arc::clone(&topic);
+                match blocking(move || t.drop_local_copy(id)).await {
+                    Ok(()) => {
+                        self.tell_view(|v| v.local_copy_gone(topic.name(), id));
+                        info!(topic = %topic.name(), segment = id, "deleted the local copy of an offloaded segment (deletion lag passed)")
+                    }
+                    Err(e) => {
+                        error!(topic = %topic.name(), segment = id, error = %e, "cannot delete the local copy")
                     }
                 }
             }

@@ -5,32 +5,31 @@
 //! the upload's lifecycle (create, record, complete or abort); this module only moves bytes.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::OffloadError;
+use super::index_object::BlockSums;
 use crate::store::{ObjectStore, UploadedPart};
 
-/// What the upload learnt of the bytes it sent: their CRC32C, and the CRC32C of each read
+/// What the upload learnt of the bytes it sent: their CRC32C, and the checksums of each read
 /// block when parts are whole multiples of the block size (else the caller computes them).
 #[derive(Debug)]
 pub struct Uploaded {
     pub parts: Vec<UploadedPart>,
     pub crc32c: u32,
-    pub block_crcs: Option<Vec<u32>>,
+    pub block_sums: Option<BlockSums>,
 }
 
 struct PartDone {
     part: UploadedPart,
     len: u64,
     crc32c: u32,
-    block_crcs: Vec<u32>,
+    block_sums: BlockSums,
 }
 
 pub struct PartUpload<'a> {
@@ -82,20 +81,26 @@ impl PartUpload<'_> {
             tasks.spawn(async move {
                 let _permit = permit;
                 let begun = std::time::Instant::now();
+                // Mapped, not copied (see `mapped`); populating the mapping may read the disk.
                 let bytes = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; len as usize];
-                    file.read_exact_at(&mut buf, start)
-                        .map(|()| Bytes::from(buf))
+                    super::mapped::map_range(&file, start, len as usize)
                         .map_err(|source| OffloadError::Read { path, source })
                 })
                 .await
                 .map_err(|e| OffloadError::Task(e.to_string()))??;
                 let read = begun.elapsed();
-                let crc32c = crc32c::crc32c(&bytes);
-                let block_crcs = if block > 0 {
-                    bytes.chunks(block).map(crc32c::crc32c).collect()
+                // One pass over the bytes: the part's CRC32C is combined from its blocks'.
+                let (crc32c, block_sums) = if block > 0 {
+                    let sums = BlockSums::of(&bytes, block);
+                    let whole = bytes
+                        .chunks(block)
+                        .zip(&sums.blocks)
+                        .fold(0, |crc, (chunk, c)| {
+                            crc32c::crc32c_combine(crc, *c, chunk.len())
+                        });
+                    (whole, sums)
                 } else {
-                    Vec::new()
+                    (crc32c::crc32c(&bytes), BlockSums::default())
                 };
                 let part = store
                     .upload_part(&key, &upload_id, index as i32 + 1, bytes)
@@ -111,7 +116,7 @@ impl PartUpload<'_> {
                     part,
                     len,
                     crc32c,
-                    block_crcs,
+                    block_sums,
                 })
             });
         }
@@ -126,15 +131,15 @@ impl PartUpload<'_> {
         }
         done.sort_by_key(|p| p.part.number);
         let mut crc = 0u32;
-        let mut block_crcs = Vec::new();
+        let mut block_sums = BlockSums::default();
         for part in &done {
             crc = crc32c::crc32c_combine(crc, part.crc32c, part.len as usize);
-            block_crcs.extend_from_slice(&part.block_crcs);
+            block_sums.extend(&part.block_sums);
         }
         Ok(Uploaded {
             parts: done.into_iter().map(|p| p.part).collect(),
             crc32c: crc,
-            block_crcs: aligned.then_some(block_crcs),
+            block_sums: aligned.then_some(block_sums),
         })
     }
 }

@@ -30,6 +30,10 @@ pub struct MemoryStore {
     /// Bytes per buffer of a streamed GET (0: 1 MiB), to cut records anywhere in tests.
     pub stream_frame: std::sync::atomic::AtomicUsize,
     pub stall: Mutex<Option<Duration>>,
+    /// Ranged GETs longer than this many bytes stall this long (the others answer at once).
+    pub stall_long_ranges: Mutex<Option<(u64, Duration)>>,
+    /// Ranged GETs of exactly this many bytes answer with their first byte flipped.
+    pub damage_ranges_of_len: Mutex<Option<u64>>,
     uploads: Mutex<HashMap<String, Upload>>,
     next_upload: AtomicU64,
 }
@@ -141,12 +145,21 @@ impl ObjectStore for MemoryStore {
         if let Some(stall) = stall {
             tokio::time::sleep(stall).await;
         }
+        let long_stall = *self.stall_long_ranges.lock().unwrap();
+        if let Some((over, stall)) = long_stall
+            && range.end - range.start > over
+        {
+            tokio::time::sleep(stall).await;
+        }
         let data = self.object(key)?;
         let end = (range.end as usize).min(data.len());
-        Ok(into_pieces(
-            &data[(range.start as usize).min(end)..end],
-            piece,
-        ))
+        let mut bytes = data[(range.start as usize).min(end)..end].to_vec();
+        if *self.damage_ranges_of_len.lock().unwrap() == Some(range.end - range.start)
+            && let Some(first) = bytes.first_mut()
+        {
+            *first ^= 0x01;
+        }
+        Ok(into_pieces(&bytes, piece))
     }
     async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.object(key).ok().map(|d| d.len() as u64))
