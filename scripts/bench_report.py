@@ -107,10 +107,10 @@ LOSS_REASONS = {
     "the price of its 70-100 ms first byte and a second copy on disk. It would take fewer copies "
     "(splicing the GET body into the FUSE reply) or a server with cores to spare.",
     "cold sequential, 1 GiB": "The same reason as for the 128 MiB segment.",
-    "time to first byte": "tierfs answers only checked bytes: the index object and a 128 KiB "
-    "head of the first block are fetched at once, and the head is checked against the index "
-    "object's head CRC32C before the first read is answered. It would take answering before "
-    "the check, which tierfs does not do.",
+    "time to first byte": "tierfs answers only checked bytes: the index object and the first "
+    "block are fetched at once, and the block's first 128 KiB are checked against the index "
+    "object's head CRC32C before the first read is answered, so its first byte waits for both "
+    "GETs. It would take answering before the check, which tierfs does not do.",
     "1,000 random 4 KiB, cold": "s3fs downloads the whole object before its first answer; tierfs "
     "answers the first reads at once and fetches the segment whole in the background once the "
     "reads jump, so its first reads pay a GET each. It would take starting the whole-segment "
@@ -255,10 +255,10 @@ ACK; and **`rclone serve s3`** over a directory holding the same objects, which 
   across opens and a re-read never leaves the kernel; s3fs and rclone answer a re-read through
   FUSE again, from their temporary file or VFS cache.
 - **Time to first byte and cold random reads**: tierfs fetches the segment's index object and,
-  at the same time, the first block at the configured read buffer size (1 MiB) and a 128 KiB
-  head of it; the head is checked against the index object's head CRC32C and answers the first
-  reads (the kernel asks for 16, 32 and 64 KiB first) while the block is still coming, so the
-  first byte costs one round trip and a small transfer. A reader that keeps jumping (three reads that did not follow the one
+  at the same time, the first block at the configured read buffer size (1 MiB); as soon as the
+  block's first 128 KiB are in, they are checked against the index object's head CRC32C and
+  answer the first reads (the kernel asks for 16, 32 and 64 KiB first) while the rest of the
+  block is still coming, so the first byte costs one round trip and 128 KiB. A reader that keeps jumping (three reads that did not follow the one
   before) has the whole segment fetched in the background, 4 ranged GETs at a time within the
   read-ahead budget, into the disk cache (when it fits in half of it), as s3fs does into a
   temporary file; a sequential reader's blocks stay in memory only.

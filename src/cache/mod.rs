@@ -14,6 +14,11 @@
 //!    one GET);
 //! 4. a ranged GET of a run of consecutive missing blocks, at most `max_get_bytes` long.
 //!
+//! The first read of a segment does not wait for its index object and then its block: both
+//! GETs go out at once, and when the read lies in the block's first [`HEAD_BYTES`] it is
+//! answered from them as soon as they are in and checked against the index object's head
+//! CRC32C (version 2 index objects), while the rest of the block is still coming.
+//!
 //! Every fetched block is checked against the CRC32C in the segment's index object before it is
 //! cached or returned; a mismatch is an error (EIO at the mount), counted and logged, never
 //! wrong bytes. Reads that stay sequential also fetch ahead ([`readahead`]) in the background,
@@ -33,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use lru::LruCache;
-use tokio::sync::{OnceCell, Semaphore, watch};
+use tokio::sync::{OnceCell, Semaphore, oneshot, watch};
 use tracing::{error, warn};
 
 pub use disk::DiskCache;
@@ -492,34 +497,26 @@ impl Cache {
         let head_start = first * guess;
         let head_end = head_start + u64::from(HEAD_BYTES);
         let head_wanted = end <= head_end && head_end < (head_start + guess).min(object.size);
-        self.spawn_guessed_fetch(object, flights, guess);
-        if !head_wanted {
-            return self.index(object).await;
-        }
-        let head = async {
-            let units = (u64::from(HEAD_BYTES) / BUDGET_UNIT).min(self.budget_units()) as u32;
-            let _permit = Arc::clone(&self.budget).acquire_many_owned(units).await;
-            self.metrics.get_requests.inc();
-            let started = Instant::now();
-            let got = self
-                .store
-                .get_range(&object.data_key, head_start..head_end, HEAD_BYTES as usize)
-                .await;
-            self.metrics
-                .get_latency
-                .observe(started.elapsed().as_secs_f64());
-            got
+        let (head_tx, head_rx) = if head_wanted {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
         };
-        let (index, head) = tokio::join!(self.index(object), head);
+        self.spawn_guessed_fetch(object, flights, guess, head_tx);
+        let Some(head_rx) = head_rx else {
+            return self.index(object).await;
+        };
+        let (index, head) = tokio::join!(self.index(object), head_rx);
         let index = index?;
-        if let Ok([head]) = head.as_deref() {
-            self.metrics.get_bytes.inc_by(head.len() as u64);
+        // No head (the GET failed before it): the read waits for the block, or fetches it.
+        if let Ok(head) = head {
             let expected = (u64::from(index.block_size) == guess)
                 .then(|| index.head_crc(first, head.len() as u64))
                 .flatten();
             match expected {
-                Some(crc) if crc == crc32c::crc32c(head) => {
-                    self.remember(head_key(&object.data_key, first), head.clone(), false);
+                Some(crc) if crc == crc32c::crc32c(&head) => {
+                    self.remember(head_key(&object.data_key, first), head, false);
                 }
                 Some(_) => {
                     // The read waits for the whole block instead, which is checked on its own.
@@ -533,9 +530,17 @@ impl Cache {
     }
 
     /// Fetches blocks claimed at the expected block size before the index object was known:
-    /// one GET, then each block is checked against the index object (fetched meanwhile) and
-    /// kept, or released when the index says another block size.
-    fn spawn_guessed_fetch(self: &Arc<Self>, object: &RemoteObject, flights: Flights, guess: u64) {
+    /// one GET, streamed; its first [`HEAD_BYTES`] go to `head` as soon as they are in (for the
+    /// first read to check and answer); then each block is checked against the index object
+    /// (fetched meanwhile) and kept, or released when the index says another block size or the
+    /// GET fails (their readers then fetch them themselves, with retries).
+    fn spawn_guessed_fetch(
+        self: &Arc<Self>,
+        object: &RemoteObject,
+        flights: Flights,
+        guess: u64,
+        head: Option<oneshot::Sender<Bytes>>,
+    ) {
         let (this, object) = (Arc::clone(self), object.clone());
         tokio::spawn(async move {
             let mut flights = flights;
@@ -544,33 +549,71 @@ impl Cache {
             };
             let last = first + flights.senders.len() as u64;
             let bytes = first * guess..(last * guess).min(object.size);
-            let units = (bytes.end - bytes.start)
-                .div_ceil(BUDGET_UNIT)
-                .min(this.budget_units()) as u32;
+            let len = (bytes.end - bytes.start) as usize;
+            let units = (len as u64).div_ceil(BUDGET_UNIT).min(this.budget_units()) as u32;
             // Within the in-flight budget, as every fetch of the read path.
             let Ok(_permit) = Arc::clone(&this.budget).acquire_many_owned(units).await else {
                 return;
             };
-            let (index, pieces) = tokio::join!(
-                this.index(&object),
-                this.get_with_retries(&object, bytes.clone(), guess as usize)
-            );
-            let pieces = match pieces {
-                Ok(pieces) => pieces,
+            let fetch = async {
+                this.metrics.get_requests.inc();
+                let started = Instant::now();
+                let mut frames = this
+                    .store
+                    .get_range_stream(&object.data_key, bytes.clone())
+                    .await?;
+                let mut body = BytesMut::with_capacity(len);
+                let mut head = head;
+                while let Some(frame) = frames.recv().await {
+                    body.extend_from_slice(&frame?);
+                    if body.len() >= HEAD_BYTES as usize
+                        && let Some(tx) = head.take()
+                    {
+                        let _ = tx.send(Bytes::copy_from_slice(&body[..HEAD_BYTES as usize]));
+                    }
+                }
+                this.metrics
+                    .get_latency
+                    .observe(started.elapsed().as_secs_f64());
+                if body.len() != len {
+                    return Err(StoreError::Transient(format!(
+                        "asked for {len} bytes of {}, got {}",
+                        object.data_key,
+                        body.len()
+                    )));
+                }
+                Ok(body.freeze())
+            };
+            // Bounded as every read: a stalled GET must not keep its blocks claimed.
+            let timeout = this.config.read_timeout;
+            let fetch = async {
+                tokio::time::timeout(timeout, fetch)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Transient(format!(
+                            "no answer within {} ms",
+                            timeout.as_millis()
+                        )))
+                    })
+            };
+            let index = tokio::time::timeout(timeout, this.index(&object));
+            let (index, body) = tokio::join!(index, fetch);
+            let mut body = match body {
+                Ok(body) => body,
                 Err(e) => {
                     this.metrics.get_errors.inc();
-                    warn!(object = %object.data_key, range = ?bytes, error = %e, "ranged GET failed");
-                    flights.fail_all(&e);
-                    return;
+                    warn!(object = %object.data_key, range = ?bytes, error = %e, "ranged GET failed; its readers fetch again");
+                    return; // dropping the flights releases the blocks
                 }
             };
-            this.metrics.get_bytes.inc_by(bytes.end - bytes.start);
+            this.metrics.get_bytes.inc_by(len as u64);
             let index = match index {
-                Ok(index) if u64::from(index.block_size) == guess => index,
+                Ok(Ok(index)) if u64::from(index.block_size) == guess => index,
                 // Dropping the flights releases the blocks: readers fetch them at the right size.
                 _ => return,
             };
-            for ((key, tx), piece) in std::mem::take(&mut flights.senders).into_iter().zip(pieces) {
+            for (key, tx) in std::mem::take(&mut flights.senders) {
+                let piece = body.split_to((guess as usize).min(body.len()));
                 // As before the index was known: a first read may be the first of a random reader.
                 let verdict = this.verify(&key, &index, piece, Keep::OnDisk);
                 this.answer(&key, &tx, verdict);

@@ -30,10 +30,9 @@ pub struct MemoryStore {
     /// Bytes per buffer of a streamed GET (0: 1 MiB), to cut records anywhere in tests.
     pub stream_frame: std::sync::atomic::AtomicUsize,
     pub stall: Mutex<Option<Duration>>,
-    /// Ranged GETs longer than this many bytes stall this long (the others answer at once).
+    /// Ranged GETs longer than this many bytes stall this long (the others answer at once);
+    /// streamed, their first this many bytes come at once and the rest after the stall.
     pub stall_long_ranges: Mutex<Option<(u64, Duration)>>,
-    /// Ranged GETs of exactly this many bytes answer with their first byte flipped.
-    pub damage_ranges_of_len: Mutex<Option<u64>>,
     uploads: Mutex<HashMap<String, Upload>>,
     next_upload: AtomicU64,
 }
@@ -153,13 +152,10 @@ impl ObjectStore for MemoryStore {
         }
         let data = self.object(key)?;
         let end = (range.end as usize).min(data.len());
-        let mut bytes = data[(range.start as usize).min(end)..end].to_vec();
-        if *self.damage_ranges_of_len.lock().unwrap() == Some(range.end - range.start)
-            && let Some(first) = bytes.first_mut()
-        {
-            *first ^= 0x01;
-        }
-        Ok(into_pieces(&bytes, piece))
+        Ok(into_pieces(
+            &data[(range.start as usize).min(end)..end],
+            piece,
+        ))
     }
     async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.object(key).ok().map(|d| d.len() as u64))
@@ -275,7 +271,24 @@ impl ObjectStore for MemoryStore {
             0 => 1 << 20,
             n => n,
         };
-        Ok(super::stream_of(self.get_range(key, range, frame).await?))
+        let long_stall = *self.stall_long_ranges.lock().unwrap();
+        let Some((over, stall)) = long_stall.filter(|(over, _)| range.end - range.start > *over)
+        else {
+            return Ok(super::stream_of(self.get_range(key, range, frame).await?));
+        };
+        // The first `over` bytes at once, the rest after the stall.
+        self.range_gets.fetch_add(1, Ordering::SeqCst);
+        let data = self.object(key)?;
+        let end = (range.end as usize).min(data.len());
+        let body = data.slice((range.start as usize).min(end)..end);
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let split = (over as usize).min(body.len());
+        let _ = tx.try_send(Ok(body.slice(..split)));
+        tokio::spawn(async move {
+            tokio::time::sleep(stall).await;
+            let _ = tx.send(Ok(body.slice(split..))).await;
+        });
+        Ok(rx)
     }
     async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, Metadata), StoreError> {
         let body = self.get(key).await?;
