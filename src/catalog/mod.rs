@@ -112,6 +112,8 @@ pub struct Catalog {
     commits: tokio::sync::Mutex<()>,
     /// Whether the store refuses a conditional write whose condition fails.
     conditional: AtomicBool,
+    /// Whether that was found out already (the probe runs once per mount).
+    probed: AtomicBool,
     /// Set once another writer's commit was found: who it was (from the head it wrote).
     fenced_by: std::sync::Mutex<Option<String>>,
     /// Asked right before each head is written (the writer's lease).
@@ -183,6 +185,7 @@ impl Catalog {
             loaded: RwLock::new(Loaded::default()),
             commits: tokio::sync::Mutex::new(()),
             conditional: AtomicBool::new(false),
+            probed: AtomicBool::new(false),
             fenced_by: std::sync::Mutex::new(None),
             guard: std::sync::OnceLock::new(),
             checkpoint_pages: std::sync::Mutex::new(VecDeque::new()),
@@ -274,6 +277,11 @@ impl Catalog {
     /// conditional writes.
     pub async fn open_for_writing(&self) -> Result<(), CatalogError> {
         self.load().await?;
+        if self.probed.load(Ordering::Relaxed) {
+            // Probed when the mount started (before taking the lease): its three requests
+            // need not compete with the first reads of the mount.
+            return Ok(());
+        }
         self.probe_conditional_writes().await
     }
 
@@ -283,6 +291,7 @@ impl Catalog {
         self.count(3);
         let honoured = crate::store::conditional_writes(&*self.store, &self.keys.probe()).await?;
         self.conditional.store(honoured, Ordering::Relaxed);
+        self.probed.store(true, Ordering::Relaxed);
         if honoured {
             info!(head = %self.keys.head(), "catalog commits are fenced by conditional writes");
         } else {

@@ -560,7 +560,9 @@ impl Offloader {
     /// sweep; each renewal is bounded by the heartbeat period.
     async fn renew_lease(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let period = LEASE_TTL / 3;
-        let mut ticker = tokio::time::interval(period);
+        // The first renewal one period on: the lease was just taken (at start or by recovery),
+        // and a write to the store as the mount comes up would compete with its first reads.
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
