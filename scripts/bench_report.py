@@ -107,6 +107,9 @@ LOSS_REASONS = {
     "the price of its 70-100 ms first byte and a second copy on disk. It would take fewer copies "
     "(splicing the GET body into the FUSE reply) or a server with cores to spare.",
     "cold sequential, 1 GiB": "The same reason as for the 128 MiB segment.",
+    "`cat topic/*` 16 × 64 MiB": "The same reason as for a cold sequential read: each segment's "
+    "read is CPU-bound (the next segment's index object and first blocks are already in flight "
+    "when `cat` opens it).",
     "time to first byte": "tierfs answers only checked bytes: the index object and the first "
     "block are fetched at once, and the block's first 128 KiB are checked against the index "
     "object's head CRC32C before the first read is answered, so its first byte waits for both "
@@ -138,12 +141,15 @@ def losses(results):
                 theirs = figure(systems[other])
                 if theirs is None:
                     continue
-                if (theirs > ours * 1.05) if higher else (theirs < ours / 1.05):
+                if (theirs > ours) if higher else (theirs < ours):
+                    close = (theirs <= ours * 1.05) if higher else (theirs >= ours / 1.05)
                     out.append(f"- **{label}** against {other} on {server}: {fmt(theirs, 2)} "
-                               f"against tierfs's {fmt(ours, 2)}. "
+                               f"against tierfs's {fmt(ours, 2)}"
+                               + (" (within 5 %, inside the run-to-run noise). " if close
+                                  else ". ")
                                + LOSS_REASONS.get(label, ""))
     if not out:
-        return "tierfs wins or ties (within 5 %) every row against every mount on both servers."
+        return "tierfs wins or ties every row against every mount on both servers."
     return "\n".join(out)
 
 
