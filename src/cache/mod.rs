@@ -445,9 +445,10 @@ impl Cache {
     /// `[offset, end)` at the expected block size, or the index's own when the disk cache kept
     /// the index object (one GET of at most `max_get_bytes`), so that
     /// the time to the first byte is one round trip, not two. When the read lies in the head of
-    /// its block ([`HEAD_BYTES`]), that head is fetched too, in a GET of its own: it is checked
-    /// against the index object's head checksum and answers the read (and the kernel's next
-    /// reads within it) while the whole block is still coming. The blocks are claimed at once
+    /// its block ([`HEAD_BYTES`]), that head is taken from the block's GET as soon as it is in
+    /// (see [`Cache::spawn_guessed_fetch`]): it is checked against the index object's head
+    /// checksum and answers the read (and the kernel's next reads within it) while the rest of
+    /// the block is still coming. The blocks are claimed at once
     /// (concurrent readers wait for them rather than fetch them again) and kept only if the
     /// index says that block size and their CRC32Cs match; otherwise they are released and the
     /// read goes on as usual.
