@@ -443,7 +443,14 @@ impl LedgerReader {
         len: u64,
         sequential: bool,
     ) -> Result<Bytes, ReadError> {
-        self.timed(self.read_inner(offset, len, sequential)).await
+        self.timed(async {
+            let bytes = self.read_inner(offset, len, sequential).await?;
+            if !bytes.is_empty() {
+                self.check_end(offset + bytes.len() as u64).await?;
+            }
+            Ok(bytes)
+        })
+        .await
     }
 
     async fn read_inner(
@@ -484,6 +491,36 @@ impl LedgerReader {
         Ok(out.freeze())
     }
 
+    /// Whether a read of `[offset, end)` may be answered: one that reaches the file's end is
+    /// answered only once the last block's walk has ended and the blocks' payloads add up to
+    /// the length the ledger metadata gives. Bytes a walk has published may be served before
+    /// it ends, so without this a ledger longer than its metadata says would read as a file
+    /// cut short, without an error.
+    async fn check_end(self: &Arc<Self>, end: u64) -> Result<(), ReadError> {
+        let Some(last) = self.spans.len().checked_sub(1) else {
+            return Ok(());
+        };
+        if end < self.ledger.length || self.end_known_right() {
+            return Ok(());
+        }
+        self.walked(last).await?;
+        self.locate(self.ledger.length - 1, false).await.map(|_| ())
+    }
+
+    /// [`Self::check_end`] without waiting: `true` when the end is known to be right, `false`
+    /// when a read reaching it must go through [`Self::read`].
+    fn end_known_right(&self) -> bool {
+        let mut total = 0u64;
+        for (i, span) in self.spans.iter().enumerate() {
+            total += match (&self.unpadded, self.layouts[i].get()) {
+                (_, Some(layout)) => layout.payload(),
+                (Some(_), None) if i + 1 < self.spans.len() => span.unpadded,
+                _ => return false,
+            };
+        }
+        total == self.ledger.length
+    }
+
     /// `[offset, offset + len)` at once, when it lies in one chunk that is in the memory cache
     /// and its block's place is known without waiting; `None` otherwise (then [`Self::read`]).
     /// Asks for what a read asks for (the walk's pace, the next block walked ahead) either way
@@ -492,6 +529,9 @@ impl LedgerReader {
         let end = offset.saturating_add(len).min(self.ledger.length);
         if offset >= end {
             return Some(Bytes::new());
+        }
+        if end == self.ledger.length && !self.end_known_right() {
+            return None;
         }
         let (i, start) = self.placed(offset)?;
         let n = (offset - start) / CHUNK;
