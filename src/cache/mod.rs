@@ -1109,7 +1109,15 @@ impl Cache {
         let block = u64::from(index.block_size);
         let budget_blocks = ((self.config.inflight_bytes / block).max(1)).max(1);
         let per_get = (self.config.max_get_bytes / block).clamp(1, budget_blocks);
-        for run in self.missing_runs(object, range, per_get) {
+        let blocks = object.size.div_ceil(block.max(1));
+        for run in self.missing_runs(object, range.clone(), per_get) {
+            // A window slides on by one read at a time: the stretch it adds at its end waits
+            // until it is half a window long (or reaches the segment's end), so that blocks
+            // ahead come in GETs of half a window and more, not one block per GET.
+            let short = (range.end - run.start) * 2 < range.end - range.start;
+            if run.end == range.end && range.end < blocks && short {
+                continue;
+            }
             let units = ((run.end - run.start) * block).div_ceil(BUDGET_UNIT) as u32;
             let Ok(permit) = Arc::clone(&self.budget).try_acquire_many_owned(units) else {
                 return; // the budget is spent: read-ahead waits for memory

@@ -2,8 +2,10 @@
 //!
 //! A reader whose read starts where its previous one ended is sequential. The first sequential
 //! read opens a window of `initial` bytes beyond the read; each further sequential read doubles
-//! it, up to `max`. A read anywhere else (a seek, a random pread) closes the window: the next
-//! sequential run starts small again. The window says which bytes to fetch ahead; the cache
+//! it, up to `max`. A read within a few of its own lengths of where the run has got to is the
+//! kernel's concurrent read-ahead arriving out of order: the window stays as it is. A read
+//! anywhere else (a seek, a random pread) closes the window: the next sequential run starts
+//! small again. The window says which bytes to fetch ahead; the cache
 //! decides whether memory allows it (a global in-flight budget), so many open files cannot
 //! exhaust memory however large their windows grow.
 //!
@@ -124,6 +126,10 @@ impl ReadAhead {
             None => offset == 0,
             Some(next) => offset == next,
         };
+        // A jump of a few reads' length is the kernel's concurrent read-ahead arriving out of
+        // order, not a seek: it neither closes the window nor counts as a read at random.
+        let near =
+            self.next.unwrap_or(0).abs_diff(offset) <= (end - offset).saturating_mul(NEAR_READS);
         let mut reset = false;
         if sequential {
             self.followed = self.followed.saturating_add(1);
@@ -132,18 +138,16 @@ impl ReadAhead {
             } else {
                 self.window.saturating_mul(2).min(max)
             };
+            self.next = Some(end);
+        } else if near {
+            // The run goes on where its furthest read ended.
+            self.next = self.next.max(Some(end));
         } else {
             reset = self.window > 0;
             self.window = 0;
-            // A jump of a few reads' length is the kernel's concurrent read-ahead arriving
-            // out of order, not a reader at random: only a longer one counts as random.
-            let near = (end - offset).saturating_mul(NEAR_READS);
-            let far = self.next.unwrap_or(0).abs_diff(offset) > near;
-            if far {
-                self.random = self.random.saturating_add(1);
-            }
+            self.random = self.random.saturating_add(1);
+            self.next = Some(end);
         }
-        self.next = Some(end);
         let to = end.saturating_add(self.window).min(size);
         Decision {
             ahead: (self.window > 0 && to > end).then_some((end, to)),
@@ -208,6 +212,34 @@ mod tests {
         assert!(jumpy.reads_at_random());
         assert!(jumpy.hydrate(3));
         assert!(!jumpy.hydrate(3), "once");
+    }
+
+    #[test]
+    fn reads_arriving_a_little_out_of_order_keep_the_window() {
+        let mut ra = ReadAhead::new();
+        let size = 1 << 30;
+        let k = 128 << 10;
+        for at in [0, k, 2 * k, 3 * k] {
+            ra.on_read(at, at + k, size, MIB, 8 * MIB);
+        }
+        let window = ra.window();
+        assert_eq!(window, 8 * MIB);
+        // The kernel sends 5k and 4k from two threads; 5k comes first.
+        let d = ra.on_read(5 * k, 6 * k, size, MIB, 8 * MIB);
+        assert!(!d.reset, "not a seek");
+        assert_eq!(d.ahead, Some((6 * k, 6 * k + window)));
+        let d = ra.on_read(4 * k, 5 * k, size, MIB, 8 * MIB);
+        assert!(!d.reset);
+        assert_eq!(ra.window(), window);
+        // The run goes on from the furthest read.
+        ra.on_read(6 * k, 7 * k, size, MIB, 8 * MIB);
+        assert_eq!(ra.window(), window);
+        assert_eq!(ra.random, 0);
+        // A seek still closes it.
+        assert!(
+            ra.on_read(500 * MIB, 500 * MIB + k, size, MIB, 8 * MIB)
+                .reset
+        );
     }
 
     #[test]
