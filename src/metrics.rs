@@ -24,6 +24,7 @@ pub struct Metrics {
     pub checksum_failures: Counter,
     pub readahead_resets: Counter,
     pub readahead_next_segments: Counter,
+    pub readahead_streams: Counter,
     pub hydrations: Counter,
     pub memory_in_use: Gauge,
     pub offloads: Counter,
@@ -64,6 +65,7 @@ impl Default for Metrics {
             checksum_failures: Counter::default(),
             readahead_resets: Counter::default(),
             readahead_next_segments: Counter::default(),
+            readahead_streams: Counter::default(),
             hydrations: Counter::default(),
             memory_in_use: Gauge::default(),
             offloads: Counter::default(),
@@ -148,6 +150,11 @@ impl Default for Metrics {
             "readahead_next_segments",
             "Next segments fetched ahead for a sequential reader reaching the end of one",
             m.readahead_next_segments.clone(),
+        );
+        registry.register(
+            "readahead_streams",
+            "Streamed read-ahead GETs opened for sequential readers",
+            m.readahead_streams.clone(),
         );
         registry.register(
             "segment_hydrations",

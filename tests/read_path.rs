@@ -89,6 +89,11 @@ fn sequential_random_and_concurrent_reads_are_exact_and_bounded() {
         fs::read(&segment).unwrap() == bytes,
         "sequential read differs"
     );
+    // Its read-ahead was streamed: a few GETs while the window grew, then one for the rest
+    // (a GET per window or per block would be dozens for 48 blocks).
+    assert_eq!(metric(&m, "tierfs_readahead_streams_total"), 1.0);
+    let gets = metric(&m, "tierfs_store_get_requests_total");
+    assert!(gets <= 8.0, "{gets} GETs for one sequential read");
     let file = fs::File::open(&segment).unwrap();
     for i in 0..300u64 {
         let at = (i * 104_729 * 37) % (bytes.len() as u64 - 1);

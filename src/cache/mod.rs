@@ -12,7 +12,8 @@
 //!    cache what random readers come back to;
 //! 3. a fetch already in flight for it (single-flight: concurrent readers of one block wait for
 //!    one GET);
-//! 4. a ranged GET of a run of consecutive missing blocks, at most `max_get_bytes` long.
+//! 4. for a sequential reader's read-ahead, the reader's streamed GET ([`stream`]); otherwise a
+//!    ranged GET of a run of consecutive missing blocks, at most `max_get_bytes` long.
 //!
 //! The first read of a segment does not wait for its index object and then its block: both
 //! GETs go out at once, and when the read lies in the block's first [`HEAD_BYTES`] it is
@@ -28,6 +29,7 @@
 pub mod disk;
 pub mod memory;
 pub mod readahead;
+pub mod stream;
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -45,6 +47,7 @@ pub use disk::DiskCache;
 pub use memory::{BlockKey, MemoryCache};
 pub use readahead::ReadAhead;
 
+use crate::buffer_pool::BufferPool;
 use crate::metrics::Metrics;
 use crate::offload::{HEAD_BYTES, IndexObject};
 use crate::store::{ObjectStore, StoreError};
@@ -61,6 +64,8 @@ fn head_key(object: &Arc<str>, i: u64) -> BlockKey {
     }
 }
 
+/// Free block buffers kept for reuse, per block size, in bytes (see [`Cache::block_pool`]).
+const POOLED_BYTES: usize = 4 << 20;
 /// Units of the in-flight budget semaphore.
 const BUDGET_UNIT: u64 = 64 * 1024;
 /// Index objects kept decoded in memory.
@@ -196,6 +201,10 @@ pub struct Cache {
     inflight: Mutex<HashMap<BlockKey, Flight>>,
     indexes: Mutex<LruCache<Arc<str>, IndexCell>>,
     budget: Arc<Semaphore>,
+    /// Sequential readers' streamed read-ahead GETs ([`stream`]).
+    streams: stream::Streams,
+    /// Recycled block buffers, by block size ([`BufferPool`]).
+    pools: Mutex<HashMap<usize, Arc<BufferPool>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -233,6 +242,8 @@ impl Cache {
             inflight: Mutex::new(HashMap::new()),
             indexes: Mutex::new(LruCache::new(NonZeroUsize::new(INDEXES).expect("non-zero"))),
             budget: Arc::new(Semaphore::new(units)),
+            streams: stream::Streams::default(),
+            pools: Mutex::new(HashMap::new()),
             metrics,
             config,
         })
@@ -240,6 +251,18 @@ impl Cache {
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// The pool of `size`-byte block buffers: blocks evicted from the memory cache lend their
+    /// memory, already faulted in, to blocks coming in. Each pool keeps at most
+    /// [`POOLED_BYTES`] of free buffers (none when a block is larger).
+    fn block_pool(&self, size: usize) -> Arc<BufferPool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(
+            pools
+                .entry(size)
+                .or_insert_with(|| BufferPool::new(size, POOLED_BYTES / size.max(1))),
+        )
     }
 
     /// Units of the in-flight budget in all.
@@ -293,16 +316,20 @@ impl Cache {
             None => self.index_with_first_blocks(object, offset, end).await?,
         };
         let block = u64::from(index.block_size);
-        let (decision, at_random) = {
+        let (decision, at_random, reader) = {
             let mut readahead = readahead.lock().unwrap_or_else(|p| p.into_inner());
-            let decision = readahead.on_read(
-                offset,
-                end,
-                object.size,
-                self.config.readahead_initial,
-                self.readahead_max(block),
-            );
-            (decision, readahead.reads_at_random())
+            let max = self.readahead_max(block);
+            let decision =
+                readahead.on_read(offset, end, object.size, self.config.readahead_initial, max);
+            // A reader's read-ahead is streamed once its window has grown to the full: a
+            // first read, or a short sequential one (`head`), does not open a GET to the end
+            // of the segment whose sends would compete with its own.
+            let streamed = readahead.window() >= max;
+            (
+                decision,
+                readahead.reads_at_random(),
+                streamed.then(|| readahead.reader_id()),
+            )
         };
         let room = self
             .config
@@ -320,7 +347,7 @@ impl Cache {
             self.metrics.readahead_resets.inc();
         }
         if let Some((from, to)) = decision.ahead {
-            self.prefetch(object, &index, from / block..to.div_ceil(block));
+            self.prefetch(object, &index, from / block..to.div_ceil(block), reader);
             let next = readahead
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -426,7 +453,7 @@ impl Cache {
                 Ok(index) => {
                     let block = u64::from(index.block_size).max(1);
                     let window = this.config.readahead_initial.max(block).min(next.size);
-                    this.prefetch(&next, &index, 0..window.div_ceil(block));
+                    this.prefetch(&next, &index, 0..window.div_ceil(block), None);
                 }
                 Err(e) => {
                     warn!(object = %next.data_key, error = %e, "read-ahead of the next segment failed");
@@ -1099,12 +1126,14 @@ impl Cache {
     }
 
     /// Starts background fetches of the blocks of `range` that are missing, as far as the
-    /// in-flight budget allows.
+    /// in-flight budget allows: handed to `reader`'s streamed GET ([`stream`]) when there is
+    /// a reader, else as ranged GETs of their own.
     fn prefetch(
         self: &Arc<Self>,
         object: &RemoteObject,
         index: &Arc<IndexObject>,
         range: Range<u64>,
+        reader: Option<u64>,
     ) {
         let block = u64::from(index.block_size);
         let budget_blocks = ((self.config.inflight_bytes / block).max(1)).max(1);
@@ -1122,6 +1151,11 @@ impl Cache {
             let Ok(permit) = Arc::clone(&self.budget).try_acquire_many_owned(units) else {
                 return; // the budget is spent: read-ahead waits for memory
             };
+            if let Some(reader) = reader {
+                self.streams
+                    .feed(self, reader, object, index, run.clone(), permit);
+                continue;
+            }
             // Claimed now, not when the task runs: the next read must find them in flight.
             let flights = self.claim(object, run.clone());
             if flights.senders.is_empty() {

@@ -7,7 +7,10 @@
 //! anywhere else (a seek, a random pread) closes the window: the next sequential run starts
 //! small again. The window says which bytes to fetch ahead; the cache
 //! decides whether memory allows it (a global in-flight budget), so many open files cannot
-//! exhaust memory however large their windows grow.
+//! exhaust memory however large their windows grow. The stretch a window adds at its end is
+//! fetched once it is half a window long (or reaches the segment's end), and a sequential
+//! reader's windows are all fetched by one streamed GET ([`super::stream`]), paced by its
+//! reads.
 //!
 //! Windows of successive reads overlap: the window after read *n* covers blocks the window after
 //! read *n − 1* already asked for. The cache fetches only the blocks of a window that are
@@ -37,6 +40,8 @@ const NEAR_READS: u64 = 4;
 
 #[derive(Debug, Clone)]
 pub struct ReadAhead {
+    /// Names this reader's streamed GET ([`super::stream`]).
+    reader: u64,
     next: Option<u64>,
     window: u64,
     /// The topic's next segment, when it is read from the store too: a sequential reader whose
@@ -67,6 +72,7 @@ impl Default for ReadAhead {
 impl ReadAhead {
     pub fn new() -> Self {
         Self {
+            reader: super::stream::next_id(),
             next: None,
             window: 0,
             following: None,
@@ -153,6 +159,10 @@ impl ReadAhead {
             ahead: (self.window > 0 && to > end).then_some((end, to)),
             reset,
         }
+    }
+
+    pub fn reader_id(&self) -> u64 {
+        self.reader
     }
 
     pub fn window(&self) -> u64 {

@@ -171,6 +171,93 @@ async fn read_ahead_covers_a_sequential_read_without_holes_or_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_readers_read_ahead_is_streamed_by_one_get_paced_by_the_reader() {
+    let store = Arc::new(MemoryStore::default());
+    let blocks = 200u64;
+    let (obj, data) = object(&store, "stream.seg", blocks as usize * BLOCK);
+    store.stream_frame.store(300, Ordering::SeqCst); // frames straddle blocks
+    let mut cfg = config();
+    cfg.memory_bytes = blocks * BLOCK as u64;
+    cfg.readahead_max = 16 * BLOCK as u64;
+    cfg.inflight_bytes = 64 << 20;
+    let streaming = cache(&store, cfg);
+    let ra = Mutex::new(ReadAhead::new());
+    let mut read = Vec::new();
+    for i in 0..blocks {
+        if i == 20 {
+            // The stream reads its body only for the blocks read-ahead handed it: a window
+            // beyond the reader, not the rest of the segment.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(streaming.streams.open(), 1);
+            let fetched = streaming.metrics.get_bytes.get();
+            assert!(
+                fetched <= (20 + 16 + 1) * BLOCK as u64,
+                "{} blocks fetched for a reader at block 20",
+                fetched / BLOCK as u64
+            );
+        }
+        let at = i * BLOCK as u64;
+        read.extend_from_slice(&streaming.read(&obj, &ra, at, BLOCK as u64).await.unwrap());
+    }
+    assert!(read == data);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The first block's GET, a few small ones while the window grows (1, 2, 4, 8 blocks),
+    // then one streamed GET for all the rest.
+    let gets = store.range_gets.load(Ordering::SeqCst);
+    assert!(gets <= 6, "{gets} GETs for one sequential read");
+    assert_eq!(streaming.metrics.readahead_streams.get(), 1);
+    assert_eq!(
+        streaming.streams.open(),
+        0,
+        "a stream that answered the segment's last block is closed"
+    );
+    assert_eq!(
+        streaming.metrics.cache_misses.get(),
+        1,
+        "holes in the read-ahead"
+    );
+    assert_eq!(streaming.metrics.get_bytes.get(), data.len() as u64);
+    // A jump closes the stream; reading on from there opens one at the new place.
+    let gets = store.range_gets.load(Ordering::SeqCst);
+    let again = cache(&store, config());
+    let ra = Mutex::new(ReadAhead::new());
+    let at = |i: u64| i * BLOCK as u64;
+    again.read(&obj, &ra, at(0), BLOCK as u64).await.unwrap();
+    again.read(&obj, &ra, at(1), BLOCK as u64).await.unwrap();
+    for i in 100..140 {
+        let got = again.read(&obj, &ra, at(i), BLOCK as u64).await.unwrap();
+        assert!(got[..] == data[at(i) as usize..at(i + 1) as usize]);
+    }
+    assert_eq!(
+        again.metrics.readahead_streams.get(),
+        1,
+        "two reads do not open a stream; forty from block 100 on open one"
+    );
+    assert!(store.range_gets.load(Ordering::SeqCst) - gets <= 12);
+    assert_eq!(again.streams.open(), 1);
+    tokio::time::sleep(stream::STREAM_IDLE * 2).await;
+    assert_eq!(again.streams.open(), 0, "an idle stream is closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_get_that_breaks_off_leaves_its_blocks_to_their_readers() {
+    let store = Arc::new(MemoryStore::default());
+    let blocks = 60u64;
+    let (obj, data) = object(&store, "broken.seg", blocks as usize * BLOCK);
+    // Every streamed GET breaks off five and a half blocks into its body.
+    *store.break_streams.lock().unwrap() = Some(5 * BLOCK as u64 + BLOCK as u64 / 2);
+    store.stream_frame.store(BLOCK / 2, Ordering::SeqCst);
+    let mut cfg = config();
+    cfg.memory_bytes = blocks * BLOCK as u64;
+    cfg.inflight_bytes = 64 << 20;
+    let cache = cache(&store, cfg);
+    let read = read_block_by_block(&cache, &obj, blocks).await;
+    assert!(read == data, "every block read, exactly");
+    assert!(cache.metrics.get_errors.get() >= 1, "the break is counted");
+    assert_eq!(cache.metrics.checksum_failures.get(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_ahead_never_runs_further_ahead_than_the_memory_cache_holds() {
     let store = Arc::new(MemoryStore::default());
     let blocks = 120;

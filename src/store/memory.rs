@@ -33,6 +33,8 @@ pub struct MemoryStore {
     /// Ranged GETs longer than this many bytes stall this long (the others answer at once);
     /// streamed, their first this many bytes come at once and the rest after the stall.
     pub stall_long_ranges: Mutex<Option<(u64, Duration)>>,
+    /// Streamed GETs break off with a transient error after this many bytes of their body.
+    pub break_streams: Mutex<Option<u64>>,
     uploads: Mutex<HashMap<String, Upload>>,
     next_upload: AtomicU64,
 }
@@ -271,6 +273,21 @@ impl ObjectStore for MemoryStore {
             0 => 1 << 20,
             n => n,
         };
+        let break_after = *self.break_streams.lock().unwrap();
+        if let Some(after) = break_after {
+            let mut pieces = self.get_range(key, range.clone(), frame).await?;
+            let mut kept = 0u64;
+            pieces.retain(|piece| {
+                kept += piece.len() as u64;
+                kept <= after
+            });
+            let (tx, rx) = tokio::sync::mpsc::channel(pieces.len() + 1);
+            for piece in pieces {
+                let _ = tx.try_send(Ok(piece));
+            }
+            let _ = tx.try_send(Err(StoreError::Transient("the body broke off".into())));
+            return Ok(rx);
+        }
         let long_stall = *self.stall_long_ranges.lock().unwrap();
         let Some((over, stall)) = long_stall.filter(|(over, _)| range.end - range.start > *over)
         else {

@@ -660,8 +660,10 @@ impl ObjectStore for S3Store {
     }
 }
 
-/// Body buffers a streamed GET holds ahead of its reader.
-const STREAM_FRAMES: usize = 32;
+/// Body buffers a streamed GET holds ahead of its reader. Few: a paused reader's GET must
+/// not pile its body up in memory (a buffer is up to the HTTP client's ~400 KiB read buffer);
+/// the store's further sends wait on TCP flow control instead.
+const STREAM_FRAMES: usize = 2;
 
 /// User metadata as the SDK hands it, keys lower-cased (S3 keeps them so; OSS may not).
 fn lower_cased(metadata: Option<&std::collections::HashMap<String, String>>) -> Metadata {
