@@ -102,8 +102,9 @@ def ratio_table(systems):
 
 # Why tierfs loses a row where it does, and what it would take (shown only for rows it loses).
 LOSS_REASONS = {
-    "cold sequential": "CPU-bound on 2 cores: tierfs checks a CRC32C per 1 MiB block and every "
-    "byte crosses FUSE; s3fs answers from a temporary file it downloads with parallel GETs, at "
+    "cold sequential": "CPU-bound on 2 cores: tierfs streams one GET like curl, but checks a "
+    "CRC32C per 1 MiB block and every byte crosses FUSE, and Garage needs most of a core to "
+    "serve the same GET; s3fs answers from a temporary file it downloads with parallel GETs, at "
     "the price of its 70-100 ms first byte and a second copy on disk. It would take fewer copies "
     "(splicing the GET body into the FUSE reply) or a server with cores to spare.",
     "cold sequential, 1 GiB": "The same reason as for the 128 MiB segment.",
@@ -253,10 +254,12 @@ ACK; and **`rclone serve s3`** over a directory holding the same objects, which 
   FUSE and socket copies and the reader share them (on the development machine, reading 128 MiB cold through tierfs took
   ~0.2 s of tierfs CPU and ~0.4 s of Garage CPU in ~0.4 s of wall time), so a mount stays below
   the raw GET, where curl only receives. Figures move by ±15 % between runs. tierfs reads
-  1 MiB blocks (`managedLedgerOffloadReadBufferSizeInBytes`), verifies each against the CRC32C of
-  the index object, and keeps up to 8 MiB GETs in flight ahead of the reader within its
-  read-ahead budget; each block is fetched once (windows fetch only what is neither cached nor
-  in flight).
+  1 MiB blocks (`managedLedgerOffloadReadBufferSizeInBytes`) and verifies each against the
+  CRC32C of the index object. Once a reader's read-ahead window has grown, its read-ahead is one
+  streamed GET to the end of the segment, paced by the reader (it reads its body only for the
+  blocks of the window), each block answered as soon as its bytes are in; each block is fetched
+  once (windows fetch only what is neither cached nor in flight). A cold 128 MiB read makes 4-6
+  GETs: the first block's, a few while the window grows, and the stream.
 - **Warm re-reads**: tierfs marks sealed segments immutable, so the kernel keeps their pages
   across opens and a re-read never leaves the kernel; s3fs and rclone answer a re-read through
   FUSE again, from their temporary file or VFS cache.

@@ -321,10 +321,12 @@ impl Cache {
             let max = self.readahead_max(block);
             let decision =
                 readahead.on_read(offset, end, object.size, self.config.readahead_initial, max);
-            // A reader's read-ahead is streamed once its window has grown to the full: a
-            // first read, or a short sequential one (`head`), does not open a GET to the end
-            // of the segment whose sends would compete with its own.
-            let streamed = readahead.window() >= max;
+            // A reader's read-ahead is streamed once its window has grown to the full and it
+            // has read a window's worth: a first read, or a short sequential one (`head`), does
+            // not open a GET to the end of the segment whose sends would compete with its own.
+            // (The kernel's own read-ahead grows the window within a few ms of `open`, before
+            // the reader has its first bytes.)
+            let streamed = readahead.window() >= max && offset >= max;
             (
                 decision,
                 readahead.reads_at_random(),

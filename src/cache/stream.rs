@@ -1,9 +1,10 @@
 //! Sequential read-ahead as one streamed GET per reader.
 //!
 //! Read-ahead for a sequential reader does not send a ranged GET per window: once the reader's
-//! window has grown to the full, the next window it fetches opens one GET from its first
-//! block to the end of the segment (before that, a first read or a short one such as `head`'s
-//! would only pay for a long GET's sends competing with its own), and every later
+//! window has grown to the full and it has read that far, the next window it fetches opens one
+//! GET from its first block to the end of the segment (before that, a first read or a short
+//! one such as `head`'s would only pay for a long GET's sends competing with its own), and
+//! every later
 //! window of the same reader that continues where the last one ended is handed to that GET
 //! (a *batch*: the window's blocks, claimed, with their share of the in-flight budget). The
 //! stream task reads the body block by block and answers each block as soon as its bytes are
