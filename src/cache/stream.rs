@@ -18,7 +18,8 @@
 //! the few frames the store client buffers). A stream handed nothing for [`STREAM_IDLE`] is
 //! closed; so is one whose reader jumped (the next window starts a new GET where it is).
 //!
-//! Faults: a body that fails, ends early or stalls past the read timeout closes the stream and
+//! Faults: a body that fails, ends early or stalls for a quarter of the read timeout (as does
+//! a GET that has not answered by then) closes the stream and
 //! abandons the blocks it was handed; their readers fetch them again themselves, with retries
 //! ([`super::Cache`]'s own GETs). A block that fails its CRC32C is refused as any other.
 
@@ -178,7 +179,9 @@ async fn stream_blocks(
 ) {
     let block = u64::from(index.block_size).max(1);
     let range = first * block..object.size;
-    let timeout = cache.config.read_timeout;
+    // A quarter of the read timeout: a stream that stalls gives its blocks up while their
+    // readers still have time to fetch them themselves, with retries.
+    let timeout = cache.config.read_timeout / 4;
     cache.metrics.readahead_streams.inc();
     cache.metrics.get_requests.inc();
     let started = Instant::now();

@@ -261,6 +261,29 @@ async fn a_streamed_get_that_breaks_off_leaves_its_blocks_to_their_readers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_get_that_stalls_gives_its_blocks_up_in_time_for_their_readers() {
+    let store = Arc::new(MemoryStore::default());
+    let blocks = 60u64;
+    let (obj, data) = object(&store, "stalled.seg", blocks as usize * BLOCK);
+    // GETs of more than 20 blocks (the stream; a reader's own GET is at most 4) bring 20
+    // blocks at once and the rest a minute later.
+    *store.stall_long_ranges.lock().unwrap() = Some((20 * BLOCK as u64, Duration::from_secs(60)));
+    let mut cfg = config();
+    cfg.memory_bytes = blocks * BLOCK as u64;
+    cfg.inflight_bytes = 64 << 20;
+    let cache = cache(&store, cfg);
+    let started = std::time::Instant::now();
+    // Each read has 5 s (the read timeout); the stream gives up after a quarter of that.
+    let read = read_block_by_block(&cache, &obj, blocks).await;
+    assert!(read == data, "every block read, exactly");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The stalled stream's blocks were fetched by their readers, and the reader's next window
+    // opened a stream where it had got to.
+    assert!(cache.metrics.readahead_streams.get() >= 2);
+    assert!(cache.metrics.get_errors.get() >= 1, "the stall is counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_ahead_never_runs_further_ahead_than_the_memory_cache_holds() {
     let store = Arc::new(MemoryStore::default());
     let blocks = 120;
