@@ -116,9 +116,9 @@ LOSS_REASONS = {
     "object's head CRC32C before the first read is answered, so its first byte waits for both "
     "GETs. It would take answering before the check, which tierfs does not do.",
     "1,000 random 4 KiB, cold": "s3fs downloads the whole object before its first answer; tierfs "
-    "answers the first reads at once and fetches the segment whole in the background once the "
-    "reads jump, so its first reads pay a GET each. It would take starting the whole-segment "
-    "fetch at the first jump.",
+    "answers the first reads at once and fetches the segment whole in the background from the "
+    "second jump, so its first reads pay a GET each, and both then move the same 128 MiB "
+    "through the 2 cores the server shares with them.",
     "peak RSS": "s3fs keeps what it reads in a temporary file, not in memory; tierfs holds up to "
     "`--cache-size` + `--readahead-budget` (24 + 24 MiB by default) of buffers, which a lower "
     "setting trades for speed.",
@@ -267,10 +267,12 @@ ACK; and **`rclone serve s3`** over a directory holding the same objects, which 
   at the same time, the first block at the configured read buffer size (1 MiB); as soon as the
   block's first 128 KiB are in, they are checked against the index object's head CRC32C and
   answer the first reads (the kernel asks for 16, 32 and 64 KiB first) while the rest of the
-  block is still coming, so the first byte costs one round trip and 128 KiB. A reader that keeps jumping (three reads that did not follow the one
-  before) has the whole segment fetched in the background, 4 ranged GETs at a time within the
-  read-ahead budget, into the disk cache (when it fits in half of it), as s3fs does into a
-  temporary file; a sequential reader's blocks stay in memory only.
+  block is still coming, so the first byte costs one round trip and 128 KiB. A reader that
+  keeps jumping (two reads that did not follow the one before) has the whole segment fetched in
+  the background by 4 streamed GETs, each over a quarter of it, each block answered as its bytes
+  arrive, into the disk cache (when it fits in half of it), as s3fs does into a temporary file;
+  reads of cached bytes are answered on the FUSE thread, without a hop to the runtime; a
+  sequential reader's blocks stay in memory only.
   s3fs answers the first read only after downloading a large part of the object in parallel
   (measured on this machine: 50 MiB of the 128 MiB object moved over loopback before the first
   4 KiB came back), hence its high time to first byte and its cheap cold random reads afterwards.

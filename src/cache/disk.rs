@@ -20,8 +20,9 @@
 //! first read of each block checks it whole.
 
 use std::fs;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -49,7 +50,16 @@ struct State {
     bytes: u64,
     /// Files written or checked whole in this session.
     verified: std::collections::HashSet<String>,
+    /// Open descriptors of verified files recently read in part: a reader at random of a
+    /// segment fetched whole reads each block many times.
+    handles: LruCache<String, Arc<fs::File>>,
+    /// Counts changes to the set of files (writes, removals): a descriptor opened before one
+    /// is not kept.
+    generation: u64,
 }
+
+/// Descriptors of block files kept open for partial reads.
+const OPEN_FILES: usize = 64;
 
 fn file_name(key: &BlockKey) -> String {
     format!(
@@ -64,17 +74,17 @@ fn header_len(key: &BlockKey) -> usize {
     32 + key.object.len()
 }
 
-fn encode(key: &BlockKey, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(40 + key.object.len() + data.len());
+/// A block file's header: the data that follows is `len` bytes whose CRC32C is `data_crc`.
+fn encode_header(key: &BlockKey, len: usize, data_crc: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header_len(key));
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(key.object.len() as u32).to_le_bytes());
     out.extend_from_slice(key.object.as_bytes());
     out.extend_from_slice(&key.index.to_le_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(data).to_le_bytes());
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&data_crc.to_le_bytes());
     let header_crc = crc32c::crc32c(&out);
     out.extend_from_slice(&header_crc.to_le_bytes());
-    out.extend_from_slice(data);
     out
 }
 
@@ -155,6 +165,8 @@ impl DiskCache {
             files: LruCache::unbounded(),
             bytes: 0,
             verified: Default::default(),
+            handles: LruCache::new(NonZeroUsize::new(OPEN_FILES).expect("non-zero")),
+            generation: 0,
         };
         for (_, name, size) in found {
             state.bytes += size;
@@ -204,16 +216,28 @@ impl DiskCache {
     pub fn read_verified(&self, key: &BlockKey, range: std::ops::Range<usize>) -> Option<Bytes> {
         use std::os::unix::fs::FileExt;
         let name = file_name(key);
-        {
+        let (handle, generation) = {
             let mut state = self.lock();
             if !state.verified.contains(&name) {
                 return None;
             }
             state.files.get(&name)?;
-        }
+            (state.handles.get(&name).cloned(), state.generation)
+        };
         let path = self.dir.join(&name);
+        let file = match handle {
+            Some(file) => Ok(file),
+            None => fs::File::open(&path).map(|file| {
+                let file = Arc::new(file);
+                let mut state = self.lock();
+                if state.generation == generation {
+                    state.handles.put(name.clone(), Arc::clone(&file));
+                }
+                file
+            }),
+        };
         let mut buf = vec![0u8; range.end - range.start];
-        let read = fs::File::open(&path)
+        let read = file
             .and_then(|file| file.read_exact_at(&mut buf, (header_len(key) + range.start) as u64));
         match read {
             Ok(()) => Some(Bytes::from(buf)),
@@ -242,6 +266,8 @@ impl DiskCache {
     fn forget(&self, name: &str) {
         let mut state = self.lock();
         state.verified.remove(name);
+        state.handles.pop(name);
+        state.generation += 1;
         if let Some(size) = state.files.pop(name) {
             state.bytes -= size;
         }
@@ -251,20 +277,34 @@ impl DiskCache {
 
     /// Stores a verified block; returns how many blocks were evicted to make room.
     pub fn put(&self, key: &BlockKey, data: &[u8]) -> std::io::Result<u64> {
+        self.put_with_crc(key, data, crc32c::crc32c(data))
+    }
+
+    /// [`DiskCache::put`] of a block whose CRC32C the caller has computed already (checked
+    /// against the index object): the header and the data are written as they are, without
+    /// another pass over the data or a copy of it.
+    pub fn put_with_crc(&self, key: &BlockKey, data: &[u8], crc: u32) -> std::io::Result<u64> {
+        use std::io::Write;
         let name = file_name(key);
-        let encoded = encode(key, data);
-        if encoded.len() as u64 > self.capacity {
+        let header = encode_header(key, data.len(), crc);
+        let size = (header.len() + data.len()) as u64;
+        if size > self.capacity {
             return Ok(0);
         }
         let tmp = self.dir.join(format!("{name}.{}.tmp", std::process::id()));
-        fs::write(&tmp, &encoded)?;
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(&header)?;
+        file.write_all(data)?;
+        drop(file);
         fs::rename(&tmp, self.dir.join(&name))?;
         {
             let mut state = self.lock();
-            if let Some(old) = state.files.put(name.clone(), encoded.len() as u64) {
+            state.handles.pop(&name);
+            state.generation += 1;
+            if let Some(old) = state.files.put(name.clone(), size) {
                 state.bytes -= old;
             }
-            state.bytes += encoded.len() as u64;
+            state.bytes += size;
             // Written from bytes the caller checked against the index object.
             state.verified.insert(name);
         }
@@ -283,6 +323,8 @@ impl DiskCache {
                     Some((name, size)) => {
                         state.bytes -= size;
                         state.verified.remove(&name);
+                        state.handles.pop(&name);
+                        state.generation += 1;
                         name
                     }
                     None => return evicted,
@@ -301,7 +343,6 @@ impl DiskCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn key(object: &str, index: u64) -> BlockKey {
         BlockKey {

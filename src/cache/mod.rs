@@ -27,6 +27,7 @@
 //! (the store's client retries included) fails.
 
 pub mod disk;
+mod hydrate;
 pub mod memory;
 pub mod readahead;
 pub mod stream;
@@ -70,10 +71,10 @@ const POOLED_BYTES: usize = 4 << 20;
 const BUDGET_UNIT: u64 = 64 * 1024;
 /// Index objects kept decoded in memory.
 const INDEXES: usize = 4096;
-/// Reads that jump before a reader's segment is fetched whole.
-const HYDRATE_AFTER: u32 = 3;
-/// GETs in flight at once while a segment is fetched whole.
-const HYDRATE_GETS: usize = 4;
+/// Reads that jump before a reader's segment is fetched whole: two, so that a reader that
+/// reads a header and then seeks once to where it reads on (`file`, a tool resuming at an
+/// offset) does not fetch the whole segment.
+const HYDRATE_AFTER: u32 = 2;
 /// The disk cache's directory under the data directory, unless `--cache-dir` names another.
 pub const DISK_CACHE_DIR: &str = "cache";
 
@@ -205,6 +206,8 @@ pub struct Cache {
     streams: stream::Streams,
     /// Recycled block buffers, by block size ([`BufferPool`]).
     pools: Mutex<HashMap<usize, Arc<BufferPool>>>,
+    /// Segments being fetched whole for a reader at random ([`hydrate`]).
+    hydrating: Mutex<std::collections::HashSet<Arc<str>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -244,6 +247,7 @@ impl Cache {
             budget: Arc::new(Semaphore::new(units)),
             streams: stream::Streams::default(),
             pools: Mutex::new(HashMap::new()),
+            hydrating: Mutex::new(std::collections::HashSet::new()),
             metrics,
             config,
         })
@@ -316,6 +320,48 @@ impl Cache {
             None => self.index_with_first_blocks(object, offset, end).await?,
         };
         let block = u64::from(index.block_size);
+        let at_random = self.account(object, &index, readahead, offset, end);
+        if let Some(bytes) = self.read_from_disk(object, block, offset, end) {
+            return Ok(bytes);
+        }
+        if let Some(bytes) = self.read_from_head(object, &index, offset, end) {
+            return Ok(bytes);
+        }
+        let blocks = self
+            .blocks(
+                object,
+                &index,
+                offset / block..end.div_ceil(block),
+                Keep::for_reader(at_random),
+            )
+            .await?;
+        assemble(&blocks, block, offset, end).ok_or_else(|| CacheError::Short {
+            offset,
+            expected: end - offset,
+            got: blocks
+                .iter()
+                .map(|(i, data)| {
+                    let start = i * block;
+                    end.min(start + data.len() as u64)
+                        .saturating_sub(offset.max(start))
+                })
+                .sum(),
+        })
+    }
+
+    /// What a read of `[offset, end)` means beyond its own bytes: the reader's read-ahead
+    /// state is updated and its window's missing blocks, the topic's next segment or the whole
+    /// segment (a reader at random) are started in the background. Returns whether the reader
+    /// reads at random. Needs the runtime's context (it spawns fetches).
+    fn account(
+        self: &Arc<Self>,
+        object: &RemoteObject,
+        index: &Arc<IndexObject>,
+        readahead: &Mutex<ReadAhead>,
+        offset: u64,
+        end: u64,
+    ) -> bool {
+        let block = u64::from(index.block_size);
         let (decision, at_random, reader) = {
             let mut readahead = readahead.lock().unwrap_or_else(|p| p.into_inner());
             let max = self.readahead_max(block);
@@ -343,13 +389,13 @@ impl Cache {
                 .unwrap_or_else(|p| p.into_inner())
                 .hydrate(HYDRATE_AFTER);
         if hydrate {
-            self.hydrate(object, &index);
+            hydrate::hydrate(self, object, index);
         }
         if decision.reset {
             self.metrics.readahead_resets.inc();
         }
         if let Some((from, to)) = decision.ahead {
-            self.prefetch(object, &index, from / block..to.div_ceil(block), reader);
+            self.prefetch(object, index, from / block..to.div_ceil(block), reader);
             let next = readahead
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -358,33 +404,56 @@ impl Cache {
                 self.start_next_segment(next);
             }
         }
-        if let Some(bytes) = self.read_from_disk(object, block, offset, end) {
-            return Ok(bytes);
+        at_random
+    }
+
+    /// A read answered at once, on the caller's thread, when its bytes are cached: in blocks
+    /// held in memory, or within one block verified on disk. Its read-ahead is accounted for as
+    /// [`Cache::read`] does. `None`, with nothing recorded, when the read has to wait (its
+    /// segment's index object is not decoded yet, or a block is missing): it then goes through
+    /// [`Cache::read`]. Call within the runtime's context.
+    pub fn read_now(
+        self: &Arc<Self>,
+        object: &RemoteObject,
+        readahead: &Mutex<ReadAhead>,
+        offset: u64,
+        len: u64,
+    ) -> Option<Bytes> {
+        let end = offset.saturating_add(len).min(object.size);
+        if offset >= end {
+            return Some(Bytes::new());
         }
-        if let Some(bytes) = self.read_from_head(object, &index, offset, end) {
-            return Ok(bytes);
+        let index = self.kept_index(object)?;
+        let block = u64::from(index.block_size);
+        let bytes = self
+            .read_from_memory(object, block, offset, end)
+            .or_else(|| self.read_from_disk(object, block, offset, end))?;
+        self.account(object, &index, readahead, offset, end);
+        Some(bytes)
+    }
+
+    /// `[offset, end)` when every block it spans is in the memory cache.
+    fn read_from_memory(
+        &self,
+        object: &RemoteObject,
+        block: u64,
+        offset: u64,
+        end: u64,
+    ) -> Option<Bytes> {
+        let first = offset / block;
+        let last = (end - 1) / block;
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let mut blocks = Vec::with_capacity((last - first + 1) as usize);
+        for i in first..=last {
+            let key = BlockKey {
+                object: Arc::clone(&object.data_key),
+                index: i,
+            };
+            blocks.push((i, memory.get(&key)?));
         }
-        let blocks = self
-            .blocks(
-                object,
-                &index,
-                offset / block..end.div_ceil(block),
-                Keep::for_reader(at_random),
-            )
-            .await?;
-        if let [(i, data)] = blocks.as_slice() {
-            // Within one block: a view of the cached bytes, no copy.
-            let start = i * block;
-            return Ok(data.slice((offset - start) as usize..(end - start) as usize));
-        }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
-        for (i, data) in blocks {
-            let start = i * block;
-            let from = offset.max(start) - start;
-            let to = end.min(start + data.len() as u64) - start;
-            out.extend_from_slice(&data[from as usize..to as usize]);
-        }
-        Ok(out.freeze())
+        drop(memory);
+        self.metrics.cache_hits.inc_by(blocks.len() as u64);
+        assemble(&blocks, block, offset, end)
     }
 
     /// The largest read-ahead window: the configured one, but at most a quarter of the memory
@@ -398,51 +467,6 @@ impl Cache {
             .readahead_max
             .min(self.config.memory_bytes / 4)
             .max(block)
-    }
-
-    /// Fetches every block of a segment read at random that is neither cached nor in flight,
-    /// [`HYDRATE_GETS`] ranged GETs at a time, each within the in-flight budget.
-    fn hydrate(self: &Arc<Self>, object: &RemoteObject, index: &Arc<IndexObject>) {
-        self.metrics.hydrations.inc();
-        let (this, object, index) = (Arc::clone(self), object.clone(), Arc::clone(index));
-        tokio::spawn(async move {
-            let block = u64::from(index.block_size).max(1);
-            let per_get = (this.config.max_get_bytes / block).max(1);
-            let runs = this.missing_runs(&object, 0..object.size.div_ceil(block), per_get);
-            let gets = Arc::new(Semaphore::new(HYDRATE_GETS));
-            // A run may have been claimed in part since it was found missing (a reader's own
-            // fetch, read-ahead): each claim takes the next stretch nobody holds, until none is
-            // left in the run.
-            let mut pending: std::collections::VecDeque<Range<u64>> = runs.into();
-            while let Some(run) = pending.pop_front() {
-                let Ok(slot) = Arc::clone(&gets).acquire_owned().await else {
-                    return;
-                };
-                let units = ((run.end - run.start) * block)
-                    .div_ceil(BUDGET_UNIT)
-                    .min(this.budget_units()) as u32;
-                let Ok(permit) = Arc::clone(&this.budget).acquire_many_owned(units).await else {
-                    return;
-                };
-                let flights = this.claim(&object, run.clone());
-                let Some((last, _)) = flights.senders.last() else {
-                    continue;
-                };
-                if last.index + 1 < run.end {
-                    pending.push_front(last.index + 1..run.end);
-                }
-                let (this, object, index) = (Arc::clone(&this), object.clone(), Arc::clone(&index));
-                tokio::spawn(async move {
-                    let _held = (slot, permit);
-                    if let Err(e) = this
-                        .fetch_claimed(&object, &index, flights, Keep::OnDisk)
-                        .await
-                    {
-                        warn!(object = %object.data_key, error = %e, "fetching a segment read at random failed");
-                    }
-                });
-            }
-        });
     }
 
     /// Starts fetching the topic's next segment for a sequential reader about to reach it: its
@@ -546,7 +570,7 @@ impl Cache {
                 .flatten();
             match expected {
                 Some(crc) if crc == crc32c::crc32c(&head) => {
-                    self.remember(head_key(&object.data_key, first), head, false);
+                    self.remember(head_key(&object.data_key, first), head, None);
                 }
                 Some(_) => {
                     // The read waits for the whole block instead, which is checked on its own.
@@ -680,7 +704,7 @@ impl Cache {
                                 key: object.index_key.clone(),
                                 reason,
                             })?;
-                        self.write_to_disk(disk_key, bytes);
+                        self.write_to_disk(disk_key, bytes, None);
                         index
                     }
                 };
@@ -815,7 +839,7 @@ impl Cache {
         }
         disk.mark_verified(key);
         self.metrics.disk_cache_hits.inc();
-        self.remember(key.clone(), data.clone(), false);
+        self.remember(key.clone(), data.clone(), None);
         Some(data)
     }
 
@@ -883,7 +907,8 @@ impl Cache {
         Some(head.slice((offset - start) as usize..(end - start) as usize))
     }
 
-    fn remember(&self, key: BlockKey, data: Bytes, to_disk: bool) {
+    /// Keeps a block in the memory cache and, given the CRC32C it was verified with, on disk.
+    fn remember(&self, key: BlockKey, data: Bytes, to_disk: Option<u32>) {
         let (evicted, cached) = {
             let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
             let evicted = memory.insert(key.clone(), data.clone());
@@ -891,24 +916,29 @@ impl Cache {
         };
         self.metrics.cache_evictions.inc_by(evicted.blocks);
         self.update_memory_gauge(cached);
-        if to_disk {
-            self.write_to_disk(key, data);
+        if let Some(crc) = to_disk {
+            self.write_to_disk(key, data, Some(crc));
         }
     }
 
     /// Writes a verified block to the disk cache in the background: off the path of the read
     /// that fetched it (a file created and renamed costs milliseconds on some filesystems).
-    fn write_to_disk(&self, key: BlockKey, data: Bytes) {
+    fn write_to_disk(&self, key: BlockKey, data: Bytes, crc: Option<u32>) {
         let Some(disk) = &self.disk else {
             return;
         };
         let (disk, metrics) = (Arc::clone(disk), Arc::clone(&self.metrics));
-        tokio::task::spawn_blocking(move || match disk.put(&key, &data) {
-            Ok(evicted) => {
-                metrics.disk_cache_evictions.inc_by(evicted);
-                metrics.disk_cache_bytes.set(disk.bytes() as i64);
+        tokio::task::spawn_blocking(move || {
+            match match crc {
+                Some(crc) => disk.put_with_crc(&key, &data, crc),
+                None => disk.put(&key, &data),
+            } {
+                Ok(evicted) => {
+                    metrics.disk_cache_evictions.inc_by(evicted);
+                    metrics.disk_cache_bytes.set(disk.bytes() as i64);
+                }
+                Err(e) => warn!(error = %e, "cannot write a block to the disk cache"),
             }
-            Err(e) => warn!(error = %e, "cannot write a block to the disk cache"),
         });
     }
 
@@ -1015,8 +1045,13 @@ impl Cache {
         piece: Bytes,
         keep: Keep,
     ) -> Result<Bytes, CacheError> {
-        if index.block_crcs.get(key.index as usize) == Some(&crc32c::crc32c(&piece)) {
-            self.remember(key.clone(), piece.clone(), keep == Keep::OnDisk);
+        let crc = crc32c::crc32c(&piece);
+        if index.block_crcs.get(key.index as usize) == Some(&crc) {
+            self.remember(
+                key.clone(),
+                piece.clone(),
+                (keep == Keep::OnDisk).then_some(crc),
+            );
             // The block's head (kept for a first read) is of no more use.
             if index.head_size > 0 && key.index < HEAD_FLAG {
                 self.memory
@@ -1097,6 +1132,32 @@ impl Cache {
         {
             inflight.remove(key);
         }
+    }
+
+    /// Whether block `index` of `object` is cached in memory, verified on disk or in flight.
+    fn held(&self, object: &RemoteObject, index: u64) -> bool {
+        let key = BlockKey {
+            object: Arc::clone(&object.data_key),
+            index,
+        };
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&key)
+            || self
+                .memory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&key)
+            || self
+                .disk
+                .as_ref()
+                .is_some_and(|disk| disk.is_verified(&key))
+    }
+
+    /// The first block of `range` that nobody holds (see [`Cache::held`]).
+    fn first_missing(&self, object: &RemoteObject, range: Range<u64>) -> Option<u64> {
+        range.into_iter().find(|&i| !self.held(object, i))
     }
 
     /// The runs of consecutive blocks of `range` that are neither cached in memory nor in
@@ -1182,6 +1243,25 @@ impl Cache {
             });
         }
     }
+}
+
+/// `[offset, end)` out of consecutive `(index, data)` blocks of `block` bytes: within one
+/// block a view of its bytes (no copy), else the pieces copied together; `None` when the
+/// blocks do not hold the range.
+fn assemble(blocks: &[(u64, Bytes)], block: u64, offset: u64, end: u64) -> Option<Bytes> {
+    if let [(i, data)] = blocks {
+        let start = i * block;
+        let range = (offset.checked_sub(start)? as usize)..(end.checked_sub(start)? as usize);
+        return data.get(range.clone()).map(|_| data.slice(range));
+    }
+    let mut out = BytesMut::with_capacity((end - offset) as usize);
+    for (i, data) in blocks {
+        let start = i * block;
+        let from = (offset.max(start) - start) as usize;
+        let to = (end.min(start + data.len() as u64).saturating_sub(start)) as usize;
+        out.extend_from_slice(data.get(from..to.max(from))?);
+    }
+    (out.len() as u64 == end - offset).then(|| out.freeze())
 }
 
 #[cfg(test)]

@@ -27,12 +27,12 @@
 //! and its first window of blocks, within the same budget, so that `cat topic/*` finds them
 //! coming when it opens the next file (Kafka's KIP-1003 proposes the same for tiered topics).
 //!
-//! At random: a reader whose reads keep jumping (three that landed further than four of their
+//! At random: a reader whose reads keep jumping (two that landed further than four of their
 //! own lengths from where the one before ended, and more of those than reads that followed:
-//! the kernel's concurrent read-ahead makes a scan's reads arrive a little out of order) has its whole segment fetched in the background by parallel ranged GETs, as s3fs
-//! does, when the segment fits in half the memory cache or half the disk cache; each fetch
-//! waits for room in the same budget.
-//! Reads then find their blocks cached or on their way instead of each waiting for a GET.
+//! the kernel's concurrent read-ahead makes a scan's reads arrive a little out of order) has
+//! its whole segment fetched in the background ([`super::hydrate`]), as s3fs does, when the
+//! segment fits in half the memory cache or half the disk cache. Reads then find their blocks
+//! cached or on their way instead of each waiting for a GET.
 
 /// A read landing within this many of its own lengths of where the last one ended is not a
 /// jump of a reader at random (see [`ReadAhead::reads_at_random`]).

@@ -211,12 +211,7 @@ async fn stream_blocks(
             return;
         }
     };
-    let mut body = Body {
-        frames: &mut body,
-        carry: Bytes::new(),
-        timeout,
-        pool: cache.block_pool(block as usize),
-    };
+    let mut body = Body::new(&mut body, timeout, cache.block_pool(block as usize));
     let mut at = first;
     while let Ok(Some(mut batch)) = tokio::time::timeout(STREAM_IDLE, queue.recv()).await {
         while let Some(index_of_next) = batch.flights.senders.first().map(|(key, _)| key.index) {
@@ -249,7 +244,7 @@ async fn stream_blocks(
 }
 
 /// A GET's body, cut into blocks.
-struct Body<'a> {
+pub(super) struct Body<'a> {
     frames: &'a mut mpsc::Receiver<Result<Bytes, StoreError>>,
     /// Bytes of the last frame past the block they came with.
     carry: Bytes,
@@ -258,28 +253,55 @@ struct Body<'a> {
     pool: Arc<BufferPool>,
 }
 
-impl Body<'_> {
+impl<'a> Body<'a> {
+    /// The body arriving as `frames`, each frame awaited at most `timeout`.
+    pub(super) fn new(
+        frames: &'a mut mpsc::Receiver<Result<Bytes, StoreError>>,
+        timeout: Duration,
+        pool: Arc<BufferPool>,
+    ) -> Self {
+        Self {
+            frames,
+            carry: Bytes::new(),
+            timeout,
+            pool,
+        }
+    }
+
+    /// Passes over the next `len` bytes.
+    pub(super) async fn skip(&mut self, mut len: usize) -> Result<(), StoreError> {
+        while len > 0 {
+            if self.carry.is_empty() {
+                self.carry = self.next_frame(len).await?;
+            }
+            let take = len.min(self.carry.len());
+            let _ = self.carry.split_to(take);
+            len -= take;
+        }
+        Ok(())
+    }
+
+    /// The body's next frame; `missing` bytes of the block being read are still to come.
+    async fn next_frame(&mut self, missing: usize) -> Result<Bytes, StoreError> {
+        match tokio::time::timeout(self.timeout, self.frames.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => Err(StoreError::Transient(format!(
+                "the body ended {missing} bytes short of a block"
+            ))),
+            Err(_) => Err(StoreError::Transient(format!(
+                "the body stalled for {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
     /// The next `len` bytes, in one buffer of their own (so the cache's byte count is the
     /// memory it holds), recycled from a block evicted before when there is one.
-    async fn next_block(&mut self, len: usize) -> Result<Bytes, StoreError> {
+    pub(super) async fn next_block(&mut self, len: usize) -> Result<Bytes, StoreError> {
         let mut buf = self.pool.take();
         while buf.len() < len {
             if self.carry.is_empty() {
-                self.carry = match tokio::time::timeout(self.timeout, self.frames.recv()).await {
-                    Ok(Some(frame)) => frame?,
-                    Ok(None) => {
-                        return Err(StoreError::Transient(format!(
-                            "the body ended {} bytes short of a block",
-                            len - buf.len()
-                        )));
-                    }
-                    Err(_) => {
-                        return Err(StoreError::Transient(format!(
-                            "the body stalled for {} ms",
-                            self.timeout.as_millis()
-                        )));
-                    }
-                };
+                self.carry = self.next_frame(len - buf.len()).await?;
             }
             let take = (len - buf.len()).min(self.carry.len());
             buf.extend_from_slice(&self.carry.split_to(take));

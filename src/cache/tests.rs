@@ -443,6 +443,139 @@ async fn a_segment_read_at_random_is_fetched_whole_in_the_background() {
     );
 }
 
+/// Waits (boundedly) until no block of `obj`'s first `blocks` is missing or on its way.
+async fn wait_until_hydrated(cache: &Arc<Cache>, obj: &RemoteObject, blocks: u64) {
+    for _ in 0..200 {
+        if cache.first_missing(obj, 0..blocks).is_none()
+            && cache.inflight.lock().unwrap().is_empty()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the segment was not fetched whole within 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_read_at_random_is_fetched_by_a_few_streamed_gets_each_block_once() {
+    let store = Arc::new(MemoryStore::default());
+    let blocks = 64u64;
+    let (obj, data) = object(&store, "random.seg", blocks as usize * BLOCK);
+    let mut cfg = config();
+    cfg.memory_bytes = 256 * BLOCK as u64;
+    let cache = cache(&store, cfg);
+    let random = Mutex::new(ReadAhead::new());
+    // Two jumps: the third read starts the hydration.
+    for i in [50u64, 3, 33] {
+        let at = i * BLOCK as u64 + 7;
+        let got = cache.read(&obj, &random, at, 100).await.unwrap();
+        assert_eq!(&got[..], &data[at as usize..at as usize + 100]);
+    }
+    wait_until_hydrated(&cache, &obj, blocks).await;
+    assert_eq!(cache.metrics.hydrations.get(), 1);
+    // The reads' own GETs (the index object is not a ranged GET) and one per part.
+    let gets = store.range_gets.load(Ordering::SeqCst);
+    assert!(
+        gets <= 3 + hydrate::STREAMS,
+        "{gets} ranged GETs for 3 reads and a hydration"
+    );
+    // Every block came once, but for the reads' own blocks, which a stream passed over.
+    let fetched = cache.metrics.get_bytes.get();
+    assert!(
+        fetched <= (blocks + 3) * BLOCK as u64,
+        "{fetched} bytes fetched for {} bytes",
+        blocks as usize * BLOCK
+    );
+    let fresh = Mutex::new(ReadAhead::new());
+    for i in 0..blocks {
+        let at = i * BLOCK as u64;
+        let got = cache
+            .read_now(&obj, &fresh, at, BLOCK as u64)
+            .expect("cached");
+        assert!(
+            got[..] == data[at as usize..at as usize + BLOCK],
+            "block {i} exact"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hydration_whose_get_breaks_off_goes_on_where_it_stopped() {
+    let store = Arc::new(MemoryStore::default());
+    let blocks = 64u64;
+    let (obj, data) = object(&store, "breaks.seg", blocks as usize * BLOCK);
+    // Every streamed GET breaks off five and a half blocks into its body; parts are 16 blocks.
+    *store.break_streams.lock().unwrap() = Some(5 * BLOCK as u64 + BLOCK as u64 / 2);
+    store.stream_frame.store(BLOCK / 2, Ordering::SeqCst);
+    let mut cfg = config();
+    cfg.memory_bytes = 256 * BLOCK as u64;
+    let cache = cache(&store, cfg);
+    let random = Mutex::new(ReadAhead::new());
+    for i in [50u64, 3, 33] {
+        cache
+            .read(&obj, &random, i * BLOCK as u64, 10)
+            .await
+            .unwrap();
+    }
+    wait_until_hydrated(&cache, &obj, blocks).await;
+    assert!(
+        cache.metrics.get_errors.get() >= 4,
+        "each part's GET broke off"
+    );
+    assert_eq!(cache.metrics.checksum_failures.get(), 0);
+    let fresh = Mutex::new(ReadAhead::new());
+    let mut read = Vec::new();
+    for i in 0..blocks {
+        let got = cache
+            .read_now(&obj, &fresh, i * BLOCK as u64, BLOCK as u64)
+            .expect("every block was fetched, in the GETs that broke off and the ones after");
+        read.extend_from_slice(&got);
+    }
+    assert!(read == data, "every block exact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_read_is_answered_at_once_and_still_drives_read_ahead() {
+    let store = Arc::new(MemoryStore::default());
+    let blocks = 32u64;
+    let (obj, data) = object(&store, "now.seg", blocks as usize * BLOCK);
+    let cache = cache(&store, config());
+    let reader = Mutex::new(ReadAhead::new());
+    assert!(
+        cache.read_now(&obj, &reader, 0, 100).is_none(),
+        "the index object is not decoded yet: the read has to wait"
+    );
+    cache.read(&obj, &reader, 0, BLOCK as u64).await.unwrap();
+    // Each read answered at once must still grow the window and fetch ahead: a sequential
+    // reader of cached blocks keeps finding the next ones cached, up to the end.
+    let mut at = BLOCK as u64;
+    let mut waited = 0;
+    while at < blocks * BLOCK as u64 {
+        match cache.read_now(&obj, &reader, at, BLOCK as u64) {
+            Some(got) => {
+                assert!(got[..] == data[at as usize..at as usize + BLOCK]);
+                at += BLOCK as u64;
+            }
+            None => {
+                waited += 1;
+                assert!(waited < 500, "read-ahead stopped at {at}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    assert_eq!(
+        cache.metrics.cache_hits.get(),
+        blocks - 1,
+        "every read after the first was answered from the memory cache"
+    );
+    assert_eq!(cache.metrics.readahead_resets.get(), 0);
+    // Across blocks: one answer from two cached blocks.
+    let got = cache
+        .read_now(&obj, &reader, BLOCK as u64 / 2, BLOCK as u64)
+        .expect("both blocks cached");
+    assert!(got[..] == data[BLOCK / 2..BLOCK / 2 + BLOCK]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_bound_holds() {
     let store = Arc::new(MemoryStore::default());

@@ -89,6 +89,29 @@ pub struct RemoteTier {
     pub runtime: tokio::runtime::Handle,
 }
 
+/// A remote read's answer, refused when it is short of what the file holds at `offset`: a
+/// short answer would make the kernel believe the file ends there.
+fn check_length(
+    object: &crate::cache::RemoteObject,
+    offset: u64,
+    size: u32,
+    bytes: bytes::Bytes,
+    url: impl FnOnce() -> String,
+) -> Result<bytes::Bytes, FsError> {
+    let expected = object.size.saturating_sub(offset).min(u64::from(size));
+    if bytes.len() as u64 != expected {
+        return Err(FsError::Cache {
+            path: url(),
+            source: crate::cache::CacheError::Short {
+                offset,
+                expected,
+                got: bytes.len() as u64,
+            },
+        });
+    }
+    Ok(bytes)
+}
+
 /// The answer to a read: at once (local files), from memory at once (bytes of an offloaded
 /// file already in the memory cache: no hop to the runtime), or later (offloaded bytes read
 /// through the cache on the runtime, so that no FUSE thread waits on the network).
@@ -730,10 +753,25 @@ impl TierFs {
         if let Some(read) = self.ledger_read(&handle, offset, size) {
             return read;
         }
-        if let Handle::Remote { object, .. } = handle.as_ref() {
+        if let Handle::Remote { object, readahead } = handle.as_ref() {
             let Some(remote) = self.remote.clone() else {
                 return Read::Ready(Err(FsError::BadHandle(fh)));
             };
+            // Bytes already cached are answered on this FUSE thread: no hop to the runtime
+            // and back (a reader at random of a segment fetched whole makes 1,000s of them).
+            let now = {
+                let _runtime = remote.runtime.enter();
+                remote
+                    .cache
+                    .read_now(object, readahead, offset, u64::from(size))
+            };
+            if let Some(bytes) = now {
+                let url = || remote.store.url(&object.data_key);
+                return match check_length(object, offset, size, bytes, url) {
+                    Ok(bytes) => Read::Cached(bytes),
+                    Err(e) => Read::Ready(Err(e)),
+                };
+            }
             let url = remote.store.url(&object.data_key);
             return Read::Later(Box::pin(async move {
                 let Handle::Remote { object, readahead } = handle.as_ref() else {
@@ -747,19 +785,7 @@ impl TierFs {
                         path: url.clone(),
                         source,
                     })?;
-                // A short answer would make the kernel believe the file ends there.
-                let expected = object.size.saturating_sub(offset).min(u64::from(size));
-                if bytes.len() as u64 != expected {
-                    return Err(FsError::Cache {
-                        path: url,
-                        source: crate::cache::CacheError::Short {
-                            offset,
-                            expected,
-                            got: bytes.len() as u64,
-                        },
-                    });
-                }
-                Ok(bytes)
+                check_length(object, offset, size, bytes, || url)
             }));
         }
         Read::Ready(self.read_local(&handle, fh, offset, size))
