@@ -28,7 +28,7 @@ trap cleanup EXIT
 scripts/s3-server.sh start "$work/s3" >/dev/null
 . "$work/s3/env"
 
-cache_size=24M; readahead=24M # the defaults
+cache_size=8M; readahead=24M # the defaults
 cat >"$work/broker.conf" <<CONF
 managedLedgerMaxEntriesPerLedger=$mib
 managedLedgerMinLedgerRolloverTimeMinutes=0

@@ -120,7 +120,7 @@ LOSS_REASONS = {
     "second jump, so its first reads pay a GET each, and both then move the same 128 MiB "
     "through the 2 cores the server shares with them.",
     "peak RSS": "s3fs keeps what it reads in a temporary file, not in memory; tierfs holds up to "
-    "`--cache-size` + `--readahead-budget` (24 + 24 MiB by default) of buffers, which a lower "
+    "`--cache-size` + `--readahead-budget` (8 + 24 MiB by default) of buffers, which a lower "
     "setting trades for speed.",
     "peak RSS over idle, 1 GiB read": "The same reason as for peak RSS; tierfs stays within the "
     "64 MiB over idle it promises.",
@@ -235,7 +235,7 @@ then reads the same objects through four systems, against two S3 servers on loop
 
 - **raw GET (curl)**: curl with SigV4 straight to the server; the limit of what the store
   delivers. One curl process serves the 1,000 random reads over one reused connection.
-- **tierfs**: `tierfs mount` with its defaults (24 MiB memory cache, 24 MiB in-flight budget,
+- **tierfs**: `tierfs mount` with its defaults (8 MiB memory cache, 24 MiB in-flight budget,
   a 1 GiB disk cache under the data directory, emptied before every cold run), reading a {results['segment_mib']} MiB offloaded segment whose local copy is
   deleted.
 - **s3fs** (Debian's package) mounting the same bucket prefix, default options (no `use_cache`).
@@ -284,7 +284,7 @@ ACK; and **`rclone serve s3`** over a directory holding the same objects, which 
   and builds its directory cache.
   tierfs lists 10,001 entries (the segments and `active`), the peers 10,000 objects.
 - **Memory**: tierfs's figure includes its memory cache, which a {results['segment_mib']} MiB
-  read fills (bounded by `--cache-size`, 24 MiB by default), and the fetches in flight
+  read fills (bounded by `--cache-size`, 8 MiB by default), and the fetches in flight
   (`--readahead-budget`, 24 MiB); rclone's includes its VFS buffers,
   s3fs keeps the object on disk instead.
 - **The two servers**: against Garage every small response on a reused connection waits for the

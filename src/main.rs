@@ -154,7 +154,7 @@ struct MountArgs {
     allow_other: bool,
     /// Memory for cached blocks of offloaded segments (e.g. 24M, 1G); the kernel's page cache
     /// keeps what was read besides
-    #[arg(long, default_value = "24M", value_parser = tierfs::units::parse_bytes)]
+    #[arg(long, default_value = "8M", value_parser = tierfs::units::parse_bytes)]
     cache_size: u64,
     /// Directory of the disk cache of offloaded blocks read at random (kept across restarts);
     /// <data-dir>/cache by default

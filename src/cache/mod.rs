@@ -121,7 +121,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
-            memory_bytes: 24 << 20,
+            memory_bytes: 8 << 20,
             disk: None,
             max_get_bytes: 8 << 20,
             readahead_initial: 1 << 20,
