@@ -2,7 +2,8 @@
 //!
 //! 1. intent: a fresh uuid and the object keys are recorded in the topic's local manifest;
 //! 2. the data object is uploaded as a multipart upload (its upload id is recorded too);
-//! 3. the index object (entry offsets, a CRC32C per read block) is written;
+//! 3. the index object (entry offsets, a CRC32C per read block) is written, at the same time
+//!    as the multipart upload is completed;
 //! 4. the segment is committed to the bucket's catalog — from here on it exists for every
 //!    reader of the bucket — and only then marked complete in the local manifest.
 //!
@@ -198,20 +199,28 @@ impl Offloader {
             }));
         }
         let uploaded_in = started.elapsed();
-        self.store
-            .complete_multipart(&record.data_key, &upload_id, parts.parts)
-            .await?;
-        let completed_in = started.elapsed();
-        let index = self.index_object(topic, segment, parts.block_sums).await?;
+        // The index object is written while the upload completes: neither is visible to a
+        // reader before the catalog commit, and an attempt that fails here deletes both.
+        let complete = async {
+            self.store
+                .complete_multipart(&record.data_key, &upload_id, parts.parts)
+                .await?;
+            Ok::<_, OffloadError>(started.elapsed())
+        };
+        let index = async {
+            let index = self.index_object(topic, segment, parts.block_sums).await?;
+            self.store
+                .put(&record.index_key, Bytes::from(index.encode()))
+                .await?;
+            Ok::<_, OffloadError>(started.elapsed())
+        };
+        let (completed_in, indexed_in) = tokio::try_join!(complete, index)?;
         debug!(
             parts_s = uploaded_in.as_secs_f64(),
             complete_s = (completed_in - uploaded_in).as_secs_f64(),
-            index_s = (started.elapsed() - completed_in).as_secs_f64(),
+            index_s = (indexed_in - uploaded_in).as_secs_f64(),
             "offload phases"
         );
-        self.store
-            .put(&record.index_key, Bytes::from(index.encode()))
-            .await?;
         Ok(())
     }
 
