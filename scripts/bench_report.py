@@ -101,13 +101,20 @@ def ratio_table(systems):
 
 
 # Why tierfs loses a row where it does, and what it would take (shown only for rows it loses).
-LOSS_REASONS = {
-    "cold sequential": "CPU-bound on 2 cores: tierfs streams one GET like curl, but checks a "
+COLD_READ_REASON = (
+    "CPU-bound on 2 cores: tierfs streams one GET like curl, but checks a "
     "CRC32C per 1 MiB block and every byte crosses FUSE, and Garage needs most of a core to "
     "serve the same GET; s3fs answers from a temporary file it downloads with parallel GETs, at "
-    "the price of its 70-100 ms first byte and a second copy on disk. It would take fewer copies "
-    "(splicing the GET body into the FUSE reply) or a server with cores to spare.",
-    "cold sequential, 1 GiB": "The same reason as for the 128 MiB segment.",
+    "the price of its 70-100 ms first byte and a second copy on disk. Against Garage the figures "
+    "of every system move by ±15 % between runs. It would take fewer copies "
+    "(splicing the GET body into the FUSE reply) or a server with cores to spare.")
+MEMORY_REASON = (
+    "s3fs keeps what it reads in a temporary file, not in memory; tierfs holds up to "
+    "`--cache-size` + `--readahead-budget` (8 + 24 MiB by default) of buffers, which a lower "
+    "setting trades for speed.")
+LOSS_REASONS = {
+    "cold sequential": COLD_READ_REASON,
+    "cold sequential, 1 GiB": COLD_READ_REASON,
     "`cat topic/*` 16 × 64 MiB": "The same reason as for a cold sequential read: each segment's "
     "read is CPU-bound (the next segment's index object and first blocks are already in flight "
     "when `cat` opens it).",
@@ -119,11 +126,9 @@ LOSS_REASONS = {
     "answers the first reads at once and fetches the segment whole in the background from the "
     "second jump, so its first reads pay a GET each, and both then move the same 128 MiB "
     "through the 2 cores the server shares with them.",
-    "peak RSS": "s3fs keeps what it reads in a temporary file, not in memory; tierfs holds up to "
-    "`--cache-size` + `--readahead-budget` (8 + 24 MiB by default) of buffers, which a lower "
-    "setting trades for speed.",
-    "peak RSS over idle, 1 GiB read": "The same reason as for peak RSS; tierfs stays within the "
-    "64 MiB over idle it promises.",
+    "peak RSS": MEMORY_REASON,
+    "peak RSS over idle, 1 GiB read": MEMORY_REASON + " tierfs stays within the 64 MiB over "
+    "idle it promises.",
     "offload": "",
 }
 
