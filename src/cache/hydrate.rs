@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 
-use super::stream::Body;
+use super::stream::{Body, open_stream};
 use super::{Answer, BUDGET_UNIT, BlockKey, Cache, Keep, RemoteObject};
 use crate::offload::IndexObject;
 use crate::store::StoreError;
@@ -147,21 +147,9 @@ async fn stream_part(
     let block = u64::from(index.block_size).max(1);
     let bytes = range.start * block..(range.end * block).min(object.size);
     let timeout = cache.config.read_timeout / 4;
-    cache.metrics.get_requests.inc();
-    let mut frames = tokio::time::timeout(
-        timeout,
-        cache
-            .store
-            .get_range_stream(&object.data_key, bytes.clone()),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(StoreError::Transient(format!(
-            "no answer within {} ms",
-            timeout.as_millis()
-        )))
-    })
-    .map_err(|e| (range.start, e))?;
+    let mut frames = open_stream(cache, &object.data_key, bytes, timeout)
+        .await
+        .map_err(|e| (range.start, e))?;
     let mut body = Body::new(&mut frames, timeout, cache.block_pool(block as usize));
     let units = block.div_ceil(BUDGET_UNIT).min(cache.budget_units()) as u32;
     // Blocks claimed ahead of the body, in order; `next_claim` is the first not yet tried.

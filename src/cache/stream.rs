@@ -183,25 +183,7 @@ async fn stream_blocks(
     // readers still have time to fetch them themselves, with retries.
     let timeout = cache.config.read_timeout / 4;
     cache.metrics.readahead_streams.inc();
-    cache.metrics.get_requests.inc();
-    let started = Instant::now();
-    let opened = tokio::time::timeout(
-        timeout,
-        cache
-            .store
-            .get_range_stream(&object.data_key, range.clone()),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(StoreError::Transient(format!(
-            "no answer within {} ms",
-            timeout.as_millis()
-        )))
-    });
-    cache
-        .metrics
-        .get_latency
-        .observe(started.elapsed().as_secs_f64());
+    let opened = open_stream(&cache, &object.data_key, range.clone(), timeout).await;
     let mut body = match opened {
         Ok(body) => body,
         Err(e) => {
@@ -241,6 +223,31 @@ async fn stream_blocks(
         }
     }
     debug!(object = %object.data_key, at, "streamed read-ahead closed");
+}
+
+/// Opens a streamed GET of bytes `range` of `key`, counted as a request with its latency; a
+/// store that has not answered within `timeout` is a transient error.
+pub(super) async fn open_stream(
+    cache: &Cache,
+    key: &str,
+    range: std::ops::Range<u64>,
+    timeout: Duration,
+) -> Result<mpsc::Receiver<Result<Bytes, StoreError>>, StoreError> {
+    cache.metrics.get_requests.inc();
+    let started = Instant::now();
+    let opened = tokio::time::timeout(timeout, cache.store.get_range_stream(key, range))
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Transient(format!(
+                "no answer within {} ms",
+                timeout.as_millis()
+            )))
+        });
+    cache
+        .metrics
+        .get_latency
+        .observe(started.elapsed().as_secs_f64());
+    opened
 }
 
 /// A GET's body, cut into blocks.
