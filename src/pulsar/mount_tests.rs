@@ -449,6 +449,16 @@ fn paced_reader(
     count: usize,
     cache_bytes: u64,
 ) -> (Arc<LedgerReader>, Arc<Metrics>, Vec<u8>) {
+    let (reader, metrics, expected, _) = paced_reader_over(rt, count, cache_bytes);
+    (reader, metrics, expected)
+}
+
+/// [`paced_reader`], and the store it reads (ledger 9, `{U1}-ledger-9`).
+fn paced_reader_over(
+    rt: &tokio::runtime::Runtime,
+    count: usize,
+    cache_bytes: u64,
+) -> (Arc<LedgerReader>, Arc<Metrics>, Vec<u8>, Arc<MemoryStore>) {
     let entries: Vec<Vec<u8>> = (0..count)
         .map(|i| (0..50_000).map(|b| (b * 7 + i) as u8).collect())
         .collect();
@@ -472,7 +482,129 @@ fn paced_reader(
     );
     cache.set_idle_walk(Duration::from_millis(300));
     let reader = Arc::new(LedgerReader::new(ledger, cache).unwrap());
-    (reader, metrics, entries.concat())
+    (reader, metrics, entries.concat(), store)
+}
+
+/// Reads the whole ledger file as the kernel would for `cat`: 128 KiB at a time, answered at
+/// once when cached.
+fn read_sequentially(
+    rt: &tokio::runtime::Runtime,
+    reader: &Arc<LedgerReader>,
+    len: u64,
+) -> Vec<u8> {
+    let mut got = Vec::with_capacity(len as usize);
+    let mut offset = 0u64;
+    while offset < len {
+        let bytes = match reader.read_cached(offset, 128 << 10, true) {
+            Some(bytes) => bytes,
+            None => rt.block_on(reader.read(offset, 128 << 10, true)).unwrap(),
+        };
+        assert!(!bytes.is_empty(), "nothing at {offset}");
+        offset += bytes.len() as u64;
+        got.extend_from_slice(&bytes);
+    }
+    got
+}
+
+#[test]
+fn a_ledger_read_after_its_entry_lengths_is_streamed_again_one_get_per_block() {
+    let rt = runtime();
+    // Blocks of about 4 MiB, 6 MiB of cache: the walks for the entry lengths keep a chunk or
+    // two of each block; the rest must come again.
+    let (reader, metrics, expected) = paced_reader(&rt, 200, 6 << 20);
+    let lengths = rt.block_on(reader.entry_lengths()).unwrap();
+    assert_eq!(lengths.len(), 200);
+    let (gets, bytes) = (metrics.get_requests.get(), metrics.get_bytes.get());
+    let got = read_sequentially(&rt, &reader, expected.len() as u64);
+    assert!(got == expected, "the bytes read differ from the ledger");
+    let blocks = reader.ledger().index.blocks.len() as u64;
+    assert!(blocks >= 2);
+    let (gets, bytes) = (
+        metrics.get_requests.get() - gets,
+        metrics.get_bytes.get() - bytes,
+    );
+    assert!(
+        gets <= blocks,
+        "{gets} GETs to read {blocks} walked blocks again: chunks were fetched one by one"
+    );
+    let data_size = reader.ledger().data_size;
+    assert!(
+        bytes <= data_size,
+        "{bytes} bytes fetched again for a data object of {data_size}"
+    );
+    assert!(
+        gets > 0,
+        "nothing was fetched again: the test proves nothing"
+    );
+
+    // The same again, read twice over: every chunk evicted by now, each block one stream.
+    let before = metrics.get_requests.get();
+    let got = read_sequentially(&rt, &reader, expected.len() as u64);
+    assert!(
+        got == expected,
+        "the bytes read again differ from the ledger"
+    );
+    assert!(metrics.get_requests.get() - before <= blocks);
+}
+
+#[test]
+fn readers_of_an_evicted_chunk_share_one_get_and_a_damaged_stream_is_refused() {
+    let rt = runtime();
+    let (reader, metrics, expected, store) = paced_reader_over(&rt, 200, 6 << 20);
+    rt.block_on(reader.entry_lengths()).unwrap();
+    // A chunk far into the last block: evicted (or never kept), fetched again by one GET
+    // however many readers want it at once (the store answers slowly, so they overlap).
+    *store.stall.lock().unwrap() = Some(Duration::from_millis(100));
+    let at = expected.len() as u64 - (3 << 20);
+    let gets = metrics.get_requests.get();
+    let reads: Vec<_> = (0..4)
+        .map(|_| {
+            let reader = Arc::clone(&reader);
+            rt.spawn(async move { reader.read(at, 4096, false).await })
+        })
+        .collect();
+    for read in reads {
+        let bytes = rt.block_on(read).unwrap().unwrap();
+        assert_eq!(&bytes[..], &expected[at as usize..at as usize + 4096]);
+    }
+    assert_eq!(
+        metrics.get_requests.get() - gets,
+        1,
+        "one GET for the four readers"
+    );
+    *store.stall.lock().unwrap() = None;
+
+    // An entry header in the first block's third chunk (entry 42, at payload byte 2,100,000)
+    // changed after the walk: streaming the block again refuses that chunk, naming the
+    // object, and never serves its bytes.
+    let key = format!("{U1}-ledger-9");
+    let mut data = rt.block_on(store.get(&key)).unwrap().to_vec();
+    let header_of_42 = 128 + 12 * 42 + 42 * 50_000;
+    data[header_of_42 + 3] ^= 0x01;
+    store.insert(&key, data);
+    let mut offset = 0u64;
+    let err = loop {
+        let read = match reader.read_cached(offset, 128 << 10, true) {
+            Some(bytes) => Ok(bytes),
+            None => rt.block_on(reader.read(offset, 128 << 10, true)),
+        };
+        match read {
+            Ok(bytes) => {
+                assert!(
+                    offset + bytes.len() as u64 <= 2 << 20,
+                    "bytes of the damaged chunk were served"
+                );
+                assert_eq!(
+                    &bytes[..],
+                    &expected[offset as usize..offset as usize + bytes.len()]
+                );
+                offset += bytes.len() as u64;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, ReadError::Structure { .. }), "{err}");
+    assert!(err.to_string().contains(&key), "{err}");
 }
 
 #[test]

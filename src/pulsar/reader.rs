@@ -16,9 +16,18 @@
 //!   data object is exactly headers, framing and entries), every block's place is known
 //!   without walking; otherwise a block's place is known once the blocks before it are walked,
 //!   and a read far into the file walks every block that may precede it, in parallel.
-//! - A chunk evicted from the memory cache is fetched again by one ranged GET of just its bytes,
-//!   mapped through the layout; every entry header inside the range must say the length and id
-//!   the walk found.
+//! - A chunk evicted from the memory cache (or never kept: a walk run for the layout alone) is
+//!   fetched again by one ranged GET of just its bytes, mapped through the layout; every entry
+//!   header inside the range must say the length and id the walk found. Readers that want the
+//!   same chunk meanwhile share that GET.
+//! - A sequential reader of a walked block whose chunks are not cached (a ledger read again,
+//!   or read after its entry lengths were: a walk run for the layout alone keeps none) has the
+//!   rest of the block *streamed again*: one GET from the chunk it needs to the block's end,
+//!   cut into chunks through the layout (every entry header checked as above), paced as a walk
+//!   is, [`LedgerCache::restream_ahead`] chunks beyond what its readers asked for (half the
+//!   memory cache). One GET per chunk instead would pay a round trip per MiB, and on a server
+//!   that does not set `TCP_NODELAY` (Garage) a delayed-ACK stall of up to 40 ms for many of
+//!   them (measured: a 256 MiB ledger read after its entry lengths took 9 s that way).
 //! - A sequential reader has the next [`WALK_AHEAD`] blocks walked in the background once it
 //!   is two windows (see below) from the end of the block it reads.
 //! - A walk is paced by its readers: it keeps at most a *window* of payload (half the memory
@@ -38,6 +47,7 @@
 //! mount, and a log line, never wrong bytes. Pulsar's blocks carry no checksum of their own;
 //! entries that carry a CRC32C (magic `0x0e01`) are checked by `tierfs pulsar verify`.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -62,6 +72,9 @@ pub const WALKS: usize = 3;
 pub const WALK_AHEAD: usize = 1;
 /// A walk paused with no reader asking for more for this long is given up.
 pub const IDLE_WALK: Duration = Duration::from_secs(5);
+/// A chunk fetched again through its block's layout: `None` until its GET has ended.
+type Refetch = watch::Receiver<Option<Result<Bytes, ReadError>>>;
+
 /// Free chunk buffers a mount keeps for reuse (see [`BufferPool`]).
 const POOLED_CHUNKS: usize = 8;
 
@@ -98,6 +111,9 @@ pub struct LedgerCache {
     walks: tokio::sync::Semaphore,
     /// Payload a walk keeps beyond what its readers asked for (see the module doc).
     window: u64,
+    /// Chunks a stream of a walked block fetches beyond what its readers asked for (half the
+    /// memory cache, between 2 and 8).
+    restream_ahead: u64,
     /// How long a paused walk waits for a reader ([`IDLE_WALK`]; tests shorten it), in ms.
     idle_walk_ms: std::sync::atomic::AtomicU64,
     pool: Arc<BufferPool>,
@@ -119,6 +135,7 @@ impl LedgerCache {
             read_timeout,
             walks: tokio::sync::Semaphore::new(WALKS),
             window: (memory_bytes / 2 / WALKS as u64).clamp(CHUNK, 32 * CHUNK),
+            restream_ahead: (memory_bytes / 2 / CHUNK).clamp(2, 8),
             pool: BufferPool::new(CHUNK as usize, POOLED_CHUNKS),
             idle_walk_ms: (IDLE_WALK.as_millis() as u64).into(),
         })
@@ -150,6 +167,14 @@ impl LedgerCache {
             self.metrics.cache_hits.inc();
         }
         hit
+    }
+
+    /// Whether `key` is in the memory cache (not counted as a hit or a miss).
+    fn holds(&self, key: &BlockKey) -> bool {
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
     }
 
     fn put(&self, key: BlockKey, data: Bytes) {
@@ -329,6 +354,11 @@ pub struct LedgerReader {
     partial: Vec<Mutex<Vec<u64>>>,
     /// A block found malformed stays so (its objects never change): refused at once after.
     failed: Vec<Mutex<Option<ReadError>>>,
+    /// Chunks being fetched again through their block's layout, by key index: readers that
+    /// want one meanwhile wait for that GET instead of sending their own.
+    refetching: Mutex<HashMap<u64, Refetch>>,
+    /// While a task streams block `i` again (see the module doc): the chunk it takes on next.
+    streaming: Vec<watch::Sender<Option<u64>>>,
     /// Whether the blocks carry no padding at all (then every block's place is known
     /// without a walk): the data object is exactly headers, framing and the ledger's bytes.
     unpadded: Option<()>,
@@ -377,6 +407,8 @@ impl LedgerReader {
         Ok(Self {
             layouts: spans.iter().map(|_| OnceCell::new()).collect(),
             failed: spans.iter().map(|_| Mutex::new(None)).collect(),
+            refetching: Mutex::new(HashMap::new()),
+            streaming: spans.iter().map(|_| watch::Sender::new(None)).collect(),
             walking: spans
                 .iter()
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
@@ -468,7 +500,7 @@ impl LedgerReader {
         while pos < end {
             let (i, start) = self.locate(pos, sequential).await?;
             let chunk = (pos - start) / CHUNK;
-            let data = self.chunk(i, chunk).await?;
+            let data = self.chunk(i, chunk, sequential).await?;
             let chunk_start = start + chunk * CHUNK;
             let from = (pos - chunk_start) as usize;
             let to = ((end - chunk_start) as usize).min(data.len());
@@ -549,6 +581,9 @@ impl LedgerReader {
         }
         self.ask(i, (n + 1) * CHUNK);
         self.walk_ahead(i, offset - start, sequential);
+        if sequential && let Some(layout) = self.layouts[i].get() {
+            self.stream_ahead(i, n, layout);
+        }
         Some(data.slice(from..to))
     }
 
@@ -890,8 +925,13 @@ impl LedgerReader {
     }
 
     /// Chunk `n` of block `i`'s payload: cached, or on its way in a walk, or fetched again
-    /// through the layout.
-    async fn chunk(self: &Arc<Self>, i: usize, n: u64) -> Result<Bytes, ReadError> {
+    /// through the layout (with the chunks after it, for a `sequential` reader).
+    async fn chunk(
+        self: &Arc<Self>,
+        i: usize,
+        n: u64,
+        sequential: bool,
+    ) -> Result<Bytes, ReadError> {
         let key = self.key(i, n);
         let mut missed = false;
         loop {
@@ -903,10 +943,17 @@ impl LedgerReader {
                 missed = true;
             }
             if let Some(layout) = self.layouts[i].get().cloned() {
-                let range = n * CHUNK..((n + 1) * CHUNK).min(layout.payload());
-                let data = self.refetch(i, &layout, range).await?;
-                self.cache.put(key, data.clone());
-                return Ok(data);
+                if sequential {
+                    self.ask(i, (n + 1) * CHUNK);
+                    self.restream(i, n, &layout);
+                    // A stream of the block that will come to this chunk soon brings it.
+                    let ahead = self.cache.restream_ahead;
+                    let _ = self.streaming[i]
+                        .subscribe()
+                        .wait_for(|next| next.is_none_or(|at| at > n || n >= at + ahead))
+                        .await;
+                }
+                return self.refetched(i, n, &layout).await;
             }
             self.ask(i, (n + 1) * CHUNK);
             self.start_walk(i);
@@ -932,6 +979,257 @@ impl LedgerReader {
             }
             // The walk is over: it left a layout, or was given up (a new one starts).
         }
+    }
+
+    /// Chunk `n` of block `i`, whose layout is known, fetched again: by the GET already on its
+    /// way for it, or by a new one that readers wanting it meanwhile share.
+    async fn refetched(
+        self: &Arc<Self>,
+        i: usize,
+        n: u64,
+        layout: &Arc<Layout>,
+    ) -> Result<Bytes, ReadError> {
+        // A stream that fails drops the chunks it took on: their readers fetch them alone.
+        for _ in 0..2 {
+            let mut fetch = self.start_refetch(i, n, layout);
+            if let Ok(done) = fetch.wait_for(Option::is_some).await {
+                return done.clone().expect("waited for it");
+            }
+        }
+        Err(ReadError::Store(StoreError::Other(format!(
+            "the fetch of chunk {n} of block {i} was dropped twice"
+        ))))
+    }
+
+    /// Takes chunk `n` of block `i` on for the caller to fetch, unless it is cached or on its
+    /// way: the sender its readers wait on.
+    fn claim_chunk(
+        &self,
+        i: usize,
+        n: u64,
+    ) -> Option<watch::Sender<Option<Result<Bytes, ReadError>>>> {
+        let key = self.key(i, n);
+        let mut refetching = self.refetching.lock().unwrap_or_else(|p| p.into_inner());
+        if refetching.contains_key(&key.index) || self.cache.holds(&key) {
+            return None;
+        }
+        let (done, fetch) = watch::channel(None);
+        refetching.insert(key.index, fetch);
+        Some(done)
+    }
+
+    /// Ends the fetch of chunk `n` of block `i` taken on with [`Self::claim_chunk`]: its result
+    /// cached and handed to its readers, or (`None`) given up, for them to fetch it alone.
+    fn settle_chunk(
+        &self,
+        i: usize,
+        n: u64,
+        done: watch::Sender<Option<Result<Bytes, ReadError>>>,
+        result: Option<Result<Bytes, ReadError>>,
+    ) {
+        let key = self.key(i, n);
+        if let Some(Ok(data)) = &result {
+            self.cache.put(key.clone(), data.clone());
+        }
+        self.refetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key.index);
+        if result.is_some() {
+            done.send_replace(result);
+        }
+    }
+
+    /// The fetch of chunk `n` of block `i` through `layout`, started unless it is on its way.
+    fn start_refetch(self: &Arc<Self>, i: usize, n: u64, layout: &Arc<Layout>) -> Refetch {
+        let key = self.key(i, n);
+        {
+            let refetching = self.refetching.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(fetch) = refetching.get(&key.index) {
+                return fetch.clone();
+            }
+        }
+        let Some(done) = self.claim_chunk(i, n) else {
+            // Cached meanwhile (or taken on by another reader, who just settled it).
+            let (done, fetch) = watch::channel(None);
+            let result = self.cache.get(&key).map(Ok);
+            match result {
+                Some(cached) => {
+                    done.send_replace(Some(cached));
+                    return fetch;
+                }
+                None => return self.start_refetch(i, n, layout),
+            }
+        };
+        let fetch = done.subscribe();
+        let (this, layout) = (Arc::clone(self), Arc::clone(layout));
+        self.cache.runtime.spawn(async move {
+            let range = n * CHUNK..((n + 1) * CHUNK).min(layout.payload());
+            let result = this.refetch(i, &layout, range).await;
+            this.settle_chunk(i, n, done, Some(result));
+        });
+        fetch
+    }
+
+    /// A sequential reader at chunk `n` of walked block `i`: unless the block's next
+    /// [`LedgerCache::restream_ahead`] chunks are all cached or on their way, the rest of the
+    /// block is streamed again from the first that is not ([`Self::restream`]).
+    fn stream_ahead(self: &Arc<Self>, i: usize, n: u64, layout: &Arc<Layout>) {
+        if self.streaming[i].borrow().is_some() {
+            return;
+        }
+        let chunks = layout.payload().div_ceil(CHUNK);
+        let missing = (n + 1..(n + 1 + self.cache.restream_ahead).min(chunks)).find(|m| {
+            let key = self.key(i, *m);
+            !self.cache.holds(&key)
+                && !self
+                    .refetching
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&key.index)
+        });
+        if let Some(m) = missing {
+            self.restream(i, m, layout);
+        }
+    }
+
+    /// Streams walked block `i` again from chunk `from` (taken on at once, so its reader waits
+    /// for this stream) to the block's end, unless a stream of the block runs already.
+    fn restream(self: &Arc<Self>, i: usize, from: u64, layout: &Arc<Layout>) {
+        let started = self.streaming[i].send_if_modified(|next| {
+            let idle = next.is_none();
+            if idle {
+                *next = Some(from + 1);
+            }
+            idle
+        });
+        if !started {
+            return;
+        }
+        let first = self.claim_chunk(i, from);
+        let (this, layout) = (Arc::clone(self), Arc::clone(layout));
+        self.cache.runtime.spawn(async move {
+            let result = this.run_restream(i, from, first, &layout).await;
+            this.streaming[i].send_replace(None);
+            if let Err(e) = result {
+                tracing::warn!(ledger = this.ledger.id, block = i, error = %e, "streaming a block again failed; its readers fetch its chunks alone");
+            }
+        });
+    }
+
+    /// The stream of [`Self::restream`]: chunk by chunk, each checked through the layout,
+    /// cached and handed to its readers; paced by them (see the module doc); given up when no
+    /// reader asks for more for [`IDLE_WALK`]. Chunks cached or fetched by someone else
+    /// meanwhile are passed over.
+    async fn run_restream(
+        &self,
+        i: usize,
+        from: u64,
+        mut first: Option<watch::Sender<Option<Result<Bytes, ReadError>>>>,
+        layout: &Arc<Layout>,
+    ) -> Result<(), ReadError> {
+        let span = &self.spans[i];
+        let chunks = layout.payload().div_ceil(CHUNK);
+        let range_of = |m: u64| m * CHUNK..((m + 1) * CHUNK).min(layout.payload());
+        let start = self.raw_span(layout, &range_of(from)).start;
+        let end = self.raw_span(layout, &range_of(chunks - 1)).end;
+        let mut demand = self.demand[i].subscribe();
+        self.cache.metrics.get_requests.inc();
+        let body = self
+            .cache
+            .store
+            .get_range_stream(
+                &self.object,
+                span.physical.start + start..span.physical.start + end,
+            )
+            .await;
+        let mut body = match body {
+            Ok(body) => body,
+            Err(e) => {
+                self.cache.metrics.get_errors.inc();
+                if let Some(done) = first.take() {
+                    self.settle_chunk(i, from, done, None);
+                }
+                return Err(e.into());
+            }
+        };
+        let mut pending = BytesMut::new();
+        let mut at = start;
+        for m in from..chunks {
+            let claimed = match (m == from, first.take()) {
+                (true, claimed) => claimed,
+                (false, _) => {
+                    let ahead = self.cache.restream_ahead * CHUNK;
+                    let asked = tokio::time::timeout(
+                        self.cache.idle_walk(),
+                        demand.wait_for(|d| m * CHUNK < d.upto.saturating_add(ahead)),
+                    )
+                    .await;
+                    if !matches!(asked, Ok(Ok(_))) {
+                        return Ok(()); // no reader came this far: given up
+                    }
+                    let claimed = self.claim_chunk(i, m);
+                    self.streaming[i].send_replace(Some(m + 1));
+                    claimed
+                }
+            };
+            let raw = self.raw_span(layout, &range_of(m));
+            if raw.start < at {
+                // Chunks follow one another in the block; a layout that says otherwise is not
+                // this block's.
+                if let Some(done) = claimed {
+                    self.settle_chunk(i, m, done, None);
+                }
+                return Err(self.structure(
+                    span.physical.start + raw.start,
+                    "the block's walked entries overlap",
+                ));
+            }
+            let taken = async {
+                while (pending.len() as u64) < raw.end - at {
+                    match body.recv().await {
+                        Some(Ok(bytes)) => {
+                            self.cache.metrics.get_bytes.inc_by(bytes.len() as u64);
+                            pending.extend_from_slice(&bytes);
+                        }
+                        Some(Err(e)) => {
+                            self.cache.metrics.get_errors.inc();
+                            return Err(ReadError::from(e));
+                        }
+                        None => {
+                            return Err(self.structure(
+                                span.physical.start + at,
+                                "the block's body ended before its walked entries did",
+                            ));
+                        }
+                    }
+                }
+                let skip = (raw.start - at) as usize;
+                let _ = pending.split_to(skip);
+                let bytes = pending.split_to((raw.end - raw.start) as usize).freeze();
+                Ok(bytes)
+            }
+            .await;
+            at = raw.end;
+            let bytes = match taken {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    if let Some(done) = claimed {
+                        self.settle_chunk(i, m, done, None);
+                    }
+                    return Err(e);
+                }
+            };
+            if let Some(done) = claimed {
+                let result = self.extract(i, layout, range_of(m), &bytes, raw.start);
+                let failed = result.as_ref().err().cloned();
+                self.settle_chunk(i, m, done, Some(result));
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Chunk `n` of block `i`, published by the walk in progress and evicted since: fetched
@@ -963,13 +1261,37 @@ impl LedgerReader {
         range: Range<u64>,
     ) -> Result<Bytes, ReadError> {
         let span = &self.spans[i];
+        let raw = self.raw_span(layout, &range);
+        let physical = span.physical.start + raw.start..span.physical.start + raw.end;
+        let bytes = self.cache.get_range(&self.object, physical).await?;
+        self.extract(i, layout, range, &bytes, raw.start)
+    }
+
+    /// The bytes of block `i` (from its start) that hold payload `range`: from the header of
+    /// the entry it starts in when it starts where that entry does (to check the header),
+    /// to its last byte.
+    fn raw_span(&self, layout: &Layout, range: &Range<u64>) -> Range<u64> {
         let (payload_at, first) = layout.physical(range.start);
-        // A range that starts where an entry does brings that entry's header along, to check.
         let at_entry = range.start == layout.ends[first] - layout.len_of(first);
         let from = payload_at - if at_entry { ENTRY_RECORD_HEADER } else { 0 };
         let (last_byte, _) = layout.physical(range.end - 1);
-        let physical = span.physical.start + from..span.physical.start + last_byte + 1;
-        let raw = self.cache.get_range(&self.object, physical.clone()).await?;
+        from..last_byte + 1
+    }
+
+    /// Payload `range` of block `i` out of `raw`, its bytes from `from` on (see
+    /// [`Self::raw_span`]); every entry header inside must say what the walk found.
+    fn extract(
+        &self,
+        i: usize,
+        layout: &Layout,
+        range: Range<u64>,
+        raw: &[u8],
+        from: u64,
+    ) -> Result<Bytes, ReadError> {
+        let span = &self.spans[i];
+        let (_, first) = layout.physical(range.start);
+        let at_entry = range.start == layout.ends[first] - layout.len_of(first);
+        let physical = span.physical.start + from;
         let mut out = self.cache.pool.take();
         let mut x = range.start;
         let mut k = first;
@@ -985,7 +1307,7 @@ impl LedgerReader {
                 let (want_len, want_id) = (layout.len_of(k), span.first_entry + k as u64);
                 if u64::from(len) != want_len || id != want_id {
                     return Err(self.structure(
-                        physical.start + at as u64,
+                        physical + at as u64,
                         format!(
                             "entry record says entry {id} of {len} bytes; entry {want_id} of {want_len} bytes was walked there"
                         ),
