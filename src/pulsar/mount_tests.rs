@@ -548,6 +548,18 @@ fn a_ledger_read_after_its_entry_lengths_is_streamed_again_one_get_per_block() {
 }
 
 #[test]
+fn a_stream_of_a_walked_block_that_stalls_leaves_its_chunks_to_their_readers() {
+    let rt = runtime();
+    let (reader, _metrics, expected, store) = paced_reader_over(&rt, 200, 6 << 20);
+    rt.block_on(reader.entry_lengths()).unwrap();
+    // GETs longer than 2 MiB (the streams of the blocks) bring their first 2 MiB, then hang
+    // far past the read timeout (5 s); a chunk's own GET answers at once.
+    *store.stall_long_ranges.lock().unwrap() = Some((2 << 20, Duration::from_secs(60)));
+    let got = read_sequentially(&rt, &reader, expected.len() as u64);
+    assert!(got == expected, "the bytes read differ from the ledger");
+}
+
+#[test]
 fn readers_of_an_evicted_chunk_share_one_get_and_a_damaged_stream_is_refused() {
     let rt = runtime();
     let (reader, metrics, expected, store) = paced_reader_over(&rt, 200, 6 << 20);

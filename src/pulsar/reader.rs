@@ -1119,8 +1119,9 @@ impl LedgerReader {
 
     /// The stream of [`Self::restream`]: chunk by chunk, each checked through the layout,
     /// cached and handed to its readers; paced by them (see the module doc); given up when no
-    /// reader asks for more for [`IDLE_WALK`]. Chunks cached or fetched by someone else
-    /// meanwhile are passed over.
+    /// reader asks for more for [`IDLE_WALK`], and ended when its body stalls for a quarter of
+    /// the read timeout or fails (the chunks it took on are then fetched by their readers
+    /// alone). Chunks cached or fetched by someone else meanwhile are passed over.
     async fn run_restream(
         &self,
         i: usize,
@@ -1155,6 +1156,7 @@ impl LedgerReader {
         };
         let mut pending = BytesMut::new();
         let mut at = start;
+        let stall = self.cache.read_timeout / 4;
         for m in from..chunks {
             let claimed = match (m == from, first.take()) {
                 (true, claimed) => claimed,
@@ -1187,7 +1189,14 @@ impl LedgerReader {
             }
             let taken = async {
                 while (pending.len() as u64) < raw.end - at {
-                    match body.recv().await {
+                    // A body that stalls ends the stream: its readers then fetch alone.
+                    let Ok(next) = tokio::time::timeout(stall, body.recv()).await else {
+                        return Err(ReadError::Store(StoreError::Transient(format!(
+                            "{}: the body stalled for {stall:?}",
+                            self.object
+                        ))));
+                    };
+                    match next {
                         Some(Ok(bytes)) => {
                             self.cache.metrics.get_bytes.inc_by(bytes.len() as u64);
                             pending.extend_from_slice(&bytes);
