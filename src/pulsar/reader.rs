@@ -74,6 +74,26 @@ pub const WALK_AHEAD: usize = 1;
 pub const IDLE_WALK: Duration = Duration::from_secs(5);
 /// A chunk fetched again through its block's layout: `None` until its GET has ended.
 type Refetch = watch::Receiver<Option<Result<Bytes, ReadError>>>;
+/// Where the fetch of a chunk taken on ([`Claim::Taken`]) hands its result to its readers.
+type Settle = watch::Sender<Option<Result<Bytes, ReadError>>>;
+
+/// What [`LedgerReader::claim_chunk`] found.
+enum Claim {
+    /// The caller fetches the chunk and settles it ([`LedgerReader::settle_chunk`]).
+    Taken(Settle),
+    /// Someone fetches it already.
+    OnItsWay(Refetch),
+    Cached,
+}
+
+impl Claim {
+    fn taken(self) -> Option<Settle> {
+        match self {
+            Claim::Taken(done) => Some(done),
+            Claim::OnItsWay(_) | Claim::Cached => None,
+        }
+    }
+}
 
 /// Free chunk buffers a mount keeps for reuse (see [`BufferPool`]).
 const POOLED_CHUNKS: usize = 8;
@@ -1002,20 +1022,19 @@ impl LedgerReader {
     }
 
     /// Takes chunk `n` of block `i` on for the caller to fetch, unless it is cached or on its
-    /// way: the sender its readers wait on.
-    fn claim_chunk(
-        &self,
-        i: usize,
-        n: u64,
-    ) -> Option<watch::Sender<Option<Result<Bytes, ReadError>>>> {
+    /// way.
+    fn claim_chunk(&self, i: usize, n: u64) -> Claim {
         let key = self.key(i, n);
         let mut refetching = self.refetching.lock().unwrap_or_else(|p| p.into_inner());
-        if refetching.contains_key(&key.index) || self.cache.holds(&key) {
-            return None;
+        if let Some(fetch) = refetching.get(&key.index) {
+            return Claim::OnItsWay(fetch.clone());
+        }
+        if self.cache.holds(&key) {
+            return Claim::Cached;
         }
         let (done, fetch) = watch::channel(None);
         refetching.insert(key.index, fetch);
-        Some(done)
+        Claim::Taken(done)
     }
 
     /// Ends the fetch of chunk `n` of block `i` taken on with [`Self::claim_chunk`]: its result
@@ -1024,7 +1043,7 @@ impl LedgerReader {
         &self,
         i: usize,
         n: u64,
-        done: watch::Sender<Option<Result<Bytes, ReadError>>>,
+        done: Settle,
         result: Option<Result<Bytes, ReadError>>,
     ) {
         let key = self.key(i, n);
@@ -1042,23 +1061,16 @@ impl LedgerReader {
 
     /// The fetch of chunk `n` of block `i` through `layout`, started unless it is on its way.
     fn start_refetch(self: &Arc<Self>, i: usize, n: u64, layout: &Arc<Layout>) -> Refetch {
-        let key = self.key(i, n);
-        {
-            let refetching = self.refetching.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(fetch) = refetching.get(&key.index) {
-                return fetch.clone();
-            }
-        }
-        let Some(done) = self.claim_chunk(i, n) else {
-            // Cached meanwhile (or taken on by another reader, who just settled it).
-            let (done, fetch) = watch::channel(None);
-            let result = self.cache.get(&key).map(Ok);
-            match result {
-                Some(cached) => {
-                    done.send_replace(Some(cached));
-                    return fetch;
+        let done = loop {
+            match self.claim_chunk(i, n) {
+                Claim::Taken(done) => break done,
+                Claim::OnItsWay(fetch) => return fetch,
+                Claim::Cached => {
+                    if let Some(data) = self.cache.get(&self.key(i, n)) {
+                        return watch::channel(Some(Ok(data))).1;
+                    }
+                    // Evicted in between: claim it again.
                 }
-                None => return self.start_refetch(i, n, layout),
             }
         };
         let fetch = done.subscribe();
@@ -1106,7 +1118,7 @@ impl LedgerReader {
         if !started {
             return;
         }
-        let first = self.claim_chunk(i, from);
+        let first = self.claim_chunk(i, from).taken();
         let (this, layout) = (Arc::clone(self), Arc::clone(layout));
         self.cache.runtime.spawn(async move {
             let result = this.run_restream(i, from, first, &layout).await;
@@ -1126,7 +1138,7 @@ impl LedgerReader {
         &self,
         i: usize,
         from: u64,
-        mut first: Option<watch::Sender<Option<Result<Bytes, ReadError>>>>,
+        mut first: Option<Settle>,
         layout: &Arc<Layout>,
     ) -> Result<(), ReadError> {
         let span = &self.spans[i];
@@ -1170,7 +1182,7 @@ impl LedgerReader {
                     if !matches!(asked, Ok(Ok(_))) {
                         return Ok(()); // no reader came this far: given up
                     }
-                    let claimed = self.claim_chunk(i, m);
+                    let claimed = self.claim_chunk(i, m).taken();
                     self.streaming[i].send_replace(Some(m + 1));
                     claimed
                 }
