@@ -649,17 +649,7 @@ fn a_walk_keeps_a_window_beyond_its_reader_then_waits_and_is_given_up_when_idle(
 fn a_sequential_read_through_a_small_cache_fetches_every_byte_once() {
     let rt = runtime();
     let (reader, metrics, expected) = paced_reader(&rt, 200, 6 << 20);
-    let mut got = Vec::with_capacity(expected.len());
-    let mut offset = 0u64;
-    while offset < expected.len() as u64 {
-        let bytes = match reader.read_cached(offset, 128 << 10, true) {
-            Some(bytes) => bytes,
-            None => rt.block_on(reader.read(offset, 128 << 10, true)).unwrap(),
-        };
-        assert!(!bytes.is_empty(), "nothing at {offset}");
-        offset += bytes.len() as u64;
-        got.extend_from_slice(&bytes);
-    }
+    let got = read_sequentially(&rt, &reader, expected.len() as u64);
     assert!(got == expected, "the bytes read differ from the ledger");
     let data_size = reader.ledger().data_size;
     assert!(
